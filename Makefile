@@ -1,0 +1,42 @@
+# natlab: `make matrix` (the main job) and `make test` (the suite). Both set up first.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+DEB_PACKAGES := mininet nftables iproute2 iputils-ping coturn iperf3 conntrack tcpdump \
+	python3-venv python3-pip openssl
+STAMP := $(VENV)/.natlab-installed
+
+.PHONY: setup test matrix bench clean lint
+
+setup: $(STAMP)
+
+# Idempotent: apt only runs when a package is missing; the venv and the
+# editable install are redone only when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
+		| grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "setup: installing Debian packages:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			--no-install-recommends $$missing; \
+	fi
+	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	@touch $(STAMP)
+
+test: setup
+	$(PY) -m pytest
+
+matrix: setup
+	@echo "natlab matrix: not built yet (see the Scenarios issue)"
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy relay
+
+clean:
+	@[ -x $(PY) ] && $(PY) -m lab.cleanup || /usr/bin/python3 -m lab.cleanup

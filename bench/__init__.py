@@ -1,0 +1,1 @@
+"""natlab benchmarks (`make bench`): figures, never pass/fail tests."""
