@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
-DEB_PACKAGES := mininet nftables iproute2 iputils-ping coturn iperf3 conntrack tcpdump \
+DEB_PACKAGES := mininet bridge-utils net-tools nftables iproute2 iputils-ping coturn iperf3 conntrack tcpdump \
 	python3-venv python3-pip openssl
 STAMP := $(VENV)/.natlab-installed
 

@@ -9,15 +9,22 @@ and nothing else):
 - veth and bridge interfaces a run creates in the root namespace are named
   ``nl-<runid>-<suffix>`` too (`ifname`); Linux limits names to 15 bytes (IFNAMSIZ - 1), so
   with a 6-digit run id the suffix has at most 5 characters, e.g. ``nl-3fa9c1-v0a``.
-- nftables tables a run adds to the root namespace are named ``natlab...`` (tables inside a
-  lab namespace vanish with the namespace).
-- Mininet's own leftovers (its unnamed namespaces, `s1-eth1` links, controllers) are removed by
-  Mininet's `mn -c`, run only if Mininet is installed.
+- nftables tables a run adds to the root namespace are named ``natlab...``, with the run id
+  in the name (``natlab_<runid>_<what>``, `nft_table_name`); tables inside a lab namespace
+  vanish with the namespace.
+- Mininet topologies (``lab.topologies``) name their nodes ``nl<run id><role>`` with a 4-hex
+  run id, e.g. ``nl3fa9pa``; each node is a shell ``bash ... mininet:nl3fa9pa`` holding an
+  unnamed network namespace. A killed run leaves those shells (and any agent processes inside
+  their namespaces) alive; they are found by that command line and by namespace inode, and
+  ended by PID. Mininet's own ``mn -c`` is only run with ``--mn-c``: it kills every Mininet
+  shell on the machine, including those of other runs.
 
-What it removes: namespaces matching the pattern (after SIGTERM to the processes still inside
-them, by PID from `ip netns pids`), root-namespace interfaces matching the pattern whose kind
+What it removes: processes of Mininet lab nodes (above), namespaces matching the pattern
+(after SIGTERM to the processes still inside them, by PID from `ip netns pids`),
+root-namespace interfaces matching the pattern whose kind
 is veth or bridge, nftables tables whose name starts with "natlab". Nothing else. Idempotent:
-a second run finds nothing and exits 0. `--dry-run` prints what would be removed.
+a second run finds nothing and exits 0. `--dry-run` prints what would be removed;
+`--run-id ID` limits everything to one run (safe while other runs are live; no `mn -c`).
 Exit status: 0 when everything found was removed (or nothing was found), 1 if a removal failed.
 """
 
@@ -67,30 +74,45 @@ def ifname(run_id: str, suffix: str) -> str:
     return name
 
 
-def is_lab_name(name: str) -> bool:
-    return LAB_NAME_RE.fullmatch(name) is not None
+def nft_table_name(run_id: str, what: str) -> str:
+    _check_run_id(run_id)
+    if not re.fullmatch(r"[A-Za-z0-9_]+", what):
+        raise ValueError(f"bad nftables table suffix {what!r}")
+    return f"{NFT_TABLE_PREFIX}_{run_id}_{what}"
 
 
-def is_lab_nft_table(name: str) -> bool:
-    return name.startswith(NFT_TABLE_PREFIX)
+def is_lab_name(name: str, run_id: str | None = None) -> bool:
+    if LAB_NAME_RE.fullmatch(name) is None:
+        return False
+    return run_id is None or name.startswith(f"{PREFIX}{run_id}-")
+
+
+def is_lab_nft_table(name: str, run_id: str | None = None) -> bool:
+    if not name.startswith(NFT_TABLE_PREFIX):
+        return False
+    return run_id is None or name.startswith(f"{NFT_TABLE_PREFIX}_{run_id}_")
 
 
 def _run(argv: Sequence[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
-    )
+    try:
+        return subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, check=False
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return subprocess.CompletedProcess(list(argv), 1, "", f"{argv[0]}: {err}")
 
 
-def lab_namespaces() -> list[str]:
+def lab_namespaces(run_id: str | None = None) -> list[str]:
     if shutil.which("ip") is None:
         return []
     out = _run(["ip", "-j", "netns", "list"])
     if out.returncode != 0 or not out.stdout.strip():
         return []
-    return sorted(str(e["name"]) for e in json.loads(out.stdout) if is_lab_name(str(e["name"])))
+    names = (str(e["name"]) for e in json.loads(out.stdout))
+    return sorted(n for n in names if is_lab_name(n, run_id))
 
 
-def lab_links() -> list[str]:
+def lab_links(run_id: str | None = None) -> list[str]:
     if shutil.which("ip") is None:
         return []
     out = _run(["ip", "-j", "-d", "link", "show"])
@@ -100,12 +122,12 @@ def lab_links() -> list[str]:
     for link in json.loads(out.stdout):
         name = str(link.get("ifname", ""))
         kind = link.get("linkinfo", {}).get("info_kind")
-        if is_lab_name(name) and kind in CLEANABLE_LINK_KINDS:
+        if is_lab_name(name, run_id) and kind in CLEANABLE_LINK_KINDS:
             names.append(name)
     return sorted(names)
 
 
-def lab_nft_tables() -> list[tuple[str, str]]:
+def lab_nft_tables(run_id: str | None = None) -> list[tuple[str, str]]:
     if shutil.which("nft") is None:
         return []
     out = _run(["nft", "-j", "list", "tables"])
@@ -114,9 +136,49 @@ def lab_nft_tables() -> list[tuple[str, str]]:
     tables = []
     for entry in json.loads(out.stdout).get("nftables", []):
         table = entry.get("table")
-        if table and is_lab_nft_table(str(table["name"])):
+        if table and is_lab_nft_table(str(table["name"]), run_id):
             tables.append((str(table["family"]), str(table["name"])))
     return sorted(tables)
+
+
+MININET_SHELL_RE = re.compile(r"mininet:(nl[0-9a-f]{4}[a-z0-9]{1,4})\b")
+
+
+def _cmdline(pid: str) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _netns_inode(pid: str) -> str | None:
+    try:
+        return os.readlink(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+
+
+def mininet_leftovers(run_id: str | None = None) -> list[tuple[int, str]]:
+    """(pid, description) of lab Mininet shells and of every process in their namespaces."""
+    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    shells: dict[str, str] = {}  # netns inode -> node name
+    found: list[tuple[int, str]] = []
+    for pid in pids:
+        match = MININET_SHELL_RE.search(_cmdline(pid))
+        if match is None or (run_id is not None and not match.group(1).startswith(f"nl{run_id}")):
+            continue
+        inode = _netns_inode(pid)
+        root = _netns_inode("1")
+        if inode is not None and inode != root:
+            shells[inode] = match.group(1)
+        found.append((int(pid), f"mininet node {match.group(1)}"))
+    shell_pids = {pid for pid, _ in found}
+    for pid in pids:
+        inode = _netns_inode(pid)
+        if inode in shells and int(pid) not in shell_pids:
+            found.append((int(pid), f"process in {shells[inode]}: {_cmdline(pid)[:80]}"))
+    return found
 
 
 def _namespace_pids(name: str) -> list[int]:
@@ -124,8 +186,13 @@ def _namespace_pids(name: str) -> list[int]:
     return [int(p) for p in out.stdout.split() if p.isdigit()] if out.returncode == 0 else []
 
 
-def cleanup(*, dry_run: bool = False, mininet: bool = True) -> tuple[list[str], list[str]]:
-    """Remove lab leftovers; return (removed, failed) descriptions."""
+def cleanup(
+    *, dry_run: bool = False, mininet: bool = False, run_id: str | None = None
+) -> tuple[list[str], list[str]]:
+    """Remove lab leftovers (of one run if run_id); return (removed, failed) descriptions."""
+    if run_id is not None:
+        _check_run_id(run_id)
+        mininet = False  # `mn -c` cannot be limited to one run
     removed: list[str] = []
     failed: list[str] = []
 
@@ -139,7 +206,17 @@ def cleanup(*, dry_run: bool = False, mininet: bool = True) -> tuple[list[str], 
         else:
             failed.append(f"{what}: {result.stderr.strip() or result.returncode}")
 
-    for ns in lab_namespaces():
+    # agents first, then the node shells: a namespace dies with its last process
+    for pid, what in sorted(mininet_leftovers(run_id), key=lambda x: "mininet node" in x[1]):
+        if dry_run:
+            removed.append(f"would kill pid {pid} ({what})")
+            continue
+        try:
+            os.kill(pid, signal.SIGKILL)
+            removed.append(f"killed pid {pid} ({what})")
+        except ProcessLookupError:
+            pass
+    for ns in lab_namespaces(run_id):
         for pid in _namespace_pids(ns):
             if dry_run:
                 removed.append(f"would terminate pid {pid} in netns {ns}")
@@ -151,10 +228,10 @@ def cleanup(*, dry_run: bool = False, mininet: bool = True) -> tuple[list[str], 
                 pass
         do(f"netns {ns}", ["ip", "netns", "delete", ns])
     # Deleting one end of a veth pair deletes the other: re-list before each removal.
-    for link in lab_links():
-        if dry_run or link in lab_links():
+    for link in lab_links(run_id):
+        if dry_run or link in lab_links(run_id):
             do(f"link {link}", ["ip", "link", "delete", link])
-    for family, table in lab_nft_tables():
+    for family, table in lab_nft_tables(run_id):
         do(f"nft table {family} {table}", ["nft", "delete", "table", family, table])
     if mininet and shutil.which("mn") is not None:
         if dry_run:
@@ -172,9 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m lab.cleanup", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--dry-run", action="store_true", help="only print what would be removed")
-    parser.add_argument("--no-mininet", action="store_true", help="do not run `mn -c`")
+    parser.add_argument(
+        "--mn-c", action="store_true", help="also run Mininet's `mn -c` (ends ALL Mininet shells)"
+    )
+    parser.add_argument("--run-id", help="only this run's leftovers")
     args = parser.parse_args(argv)
-    removed, failed = cleanup(dry_run=args.dry_run, mininet=not args.no_mininet)
+    try:
+        removed, failed = cleanup(dry_run=args.dry_run, mininet=args.mn_c, run_id=args.run_id)
+    except ValueError as err:
+        parser.error(str(err))
     for line in removed:
         print(line)
     for line in failed:

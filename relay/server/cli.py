@@ -114,6 +114,10 @@ SHORT_IGNORED = {"relay-threads": "-m"}
 class _Record(argparse.Action):
     """Keep every option in command-line order, to apply it after the file as coturn does."""
 
+    def __init__(self, *args: Any, key: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.key = key
+
     def __call__(
         self,
         parser: argparse.ArgumentParser,
@@ -121,8 +125,9 @@ class _Record(argparse.Action):
         values: str | Sequence[Any] | None,
         option_string: str | None = None,
     ) -> None:
-        value = values if isinstance(values, str) else None  # bare flag: [] or None
-        getattr(namespace, self.dest).append((self.const, value))
+        value = values if isinstance(values, str) else None  # bare flag: [] or None (nargs ?)
+        # a new tuple each time: the default is shared between parse_args calls
+        setattr(namespace, self.dest, (*getattr(namespace, self.dest), (self.key, value)))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -133,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Flags are applied after the -c file: a flag replaces the file's value, a "
         "repeatable flag adds to the file's list. Without -c no file is read.",
     )
-    p.set_defaults(given=[], ignored=[])
+    p.set_defaults(given=(), ignored=())
     config = p.add_argument_group("configuration file")
     config.add_argument("-c", dest="config", metavar="FILE",
                         help="turnserver.conf to read (coturn's format)")  # fmt: skip
@@ -150,11 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
                 nargs = "?"
             else:
                 nargs = None
-            group.add_argument(*names, dest="given", action=_Record, const=key, nargs=nargs,
+            group.add_argument(*names, dest="given", action=_Record, key=key, nargs=nargs,
                                metavar=metavar, help=text)  # fmt: skip
     for key in sorted(IGNORED_KEYS):
         names = [n for n in (SHORT_IGNORED.get(key, ""), f"--{key}") if n]
-        p.add_argument(*names, dest="ignored", action=_Record, const=key,
+        p.add_argument(*names, dest="ignored", action=_Record, key=key,
                        nargs=None if key in IGNORED_WITH_VALUE else 0,
                        help=argparse.SUPPRESS)  # fmt: skip
     return p
@@ -178,7 +183,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, object]:
     return overrides
 
 
-def options_from_args(args: argparse.Namespace, config: ConfigResult | None = None) -> ServerOptions:
+def options_from_args(
+    args: argparse.Namespace, config: ConfigResult | None = None
+) -> ServerOptions:
+    """The -c file's values (if loaded) overridden by the flags."""
     return options_from_config(
         config, overrides_from_args(args), defaults={"listening_ips": DEFAULT_LISTENING_IPS}
     )
@@ -240,10 +248,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         setup_logging(options)
     except OSError as err:
-        where = f"{config.path}:{config.origins['log_file'][0]}: log-file" if (
-            config and "log_file" in config.origins and "log_file" not in overrides_from_args(args)
-        ) else "log-file"  # fmt: skip
-        return _fail(f"{where}: cannot open: {err}")
+        from_flag = any(KEYS[key].field == "log_file" for key, _ in args.given)
+        if config is not None and "log_file" in config.origins and not from_flag:
+            line, key = config.origins["log_file"]
+            return _fail(str(ConfigError(config.path, line, key, f"cannot open: {err}")))
+        return _fail(f"--log-file: cannot open: {err}")
     if args.config and args.no_config:
         log.info("-n given: %s not read", args.config)
     if config is not None:

@@ -55,17 +55,20 @@ async def _aioice_exchange(
 
     Returns, per agent, (local type, remote type, local addr, remote addr) of the selected pair.
     """
-    kwargs = {
-        "turn_server": server,
-        "turn_username": username,
-        "turn_password": password,
-        "turn_ssl": False,
-        "turn_transport": "udp",
-        "transport_policy": TransportPolicy.RELAY,
-        "use_ipv6": False,
-    }
-    a = Connection(ice_controlling=True, **kwargs)
-    b = Connection(ice_controlling=False, **kwargs)
+
+    def new_agent(controlling: bool) -> Connection:
+        return Connection(
+            ice_controlling=controlling,
+            turn_server=server,
+            turn_username=username,
+            turn_password=password,
+            turn_ssl=False,
+            turn_transport="udp",
+            transport_policy=TransportPolicy.RELAY,
+            use_ipv6=False,
+        )
+
+    a, b = new_agent(True), new_agent(False)
     try:
         await asyncio.wait_for(asyncio.gather(a.gather_candidates(), b.gather_candidates()), 15)
         for agent in (a, b):
@@ -141,25 +144,36 @@ def test_aioice_subprocess_relay_pair() -> None:
     assert proc.proc.returncode == 0, f"exit status {proc.proc.returncode} on SIGTERM\n{proc.log}"
 
 
+async def _aioice_gather_types(server: tuple[str, int], username: str, password: str) -> list[str]:
+    agent = Connection(
+        ice_controlling=True,
+        turn_server=server,
+        turn_username=username,
+        turn_password=password,
+        transport_policy=TransportPolicy.RELAY,
+        use_ipv6=False,
+    )
+    try:
+        await asyncio.wait_for(agent.gather_candidates(), 15)
+        return [c.type for c in agent.local_candidates]
+    finally:
+        await asyncio.wait_for(agent.close(), 10)
+
+
 def test_aioice_wrong_password_no_relay_candidate(start_relay: StartRelay) -> None:
     server, addr = start_relay(**LT_OPTIONS, allow_loopback_peers=True)
+    assert asyncio.run(_aioice_gather_types(addr, USER, "wrong")) == []
+    assert counter(server, "auth_failed") >= 1
+    assert counter(server, "allocations_total") == 0
 
-    async def gather() -> list[str]:
-        agent = Connection(
-            ice_controlling=True,
-            turn_server=addr,
-            turn_username=USER,
-            turn_password="wrong",
-            transport_policy=TransportPolicy.RELAY,
-            use_ipv6=False,
-        )
-        try:
-            await asyncio.wait_for(agent.gather_candidates(), 15)
-            return [c.type for c in agent.local_candidates]
-        finally:
-            await asyncio.wait_for(agent.close(), 10)
 
-    assert asyncio.run(gather()) == []
+def test_aioice_rest_expired_no_relay_candidate(start_relay: StartRelay) -> None:
+    server, addr = start_relay(
+        use_auth_secret=True, static_auth_secrets=(REST_SECRET,), realm=REALM
+    )
+    username = f"{int(time.time()) - 60}:alice"  # expired a minute ago
+    password = rest_password(REST_SECRET, username)
+    assert asyncio.run(_aioice_gather_types(addr, username, password)) == []
     assert counter(server, "auth_failed") >= 1
     assert counter(server, "allocations_total") == 0
 
@@ -458,12 +472,12 @@ def _refuse_everything(
     server: RelayServer, client: RawTurnClient, ip: IP, port: int, channel: int, family: int
 ) -> None:
     expected = _expected_codes(ip, family)
-    for what, do in (
-        ("CreatePermission", lambda: client.create_permission(ip, port)),
-        ("ChannelBind", lambda: client.channel_bind(channel, ip, port)),
-    ):
+    for what in ("CreatePermission", "ChannelBind"):
         refused_before = counter(server, "peer_refused")
-        response = do()
+        if what == "CreatePermission":
+            response = client.create_permission(ip, port)
+        else:
+            response = client.channel_bind(channel, ip, port)
         code = error_code(response)
         assert code in expected, f"{what} to {ip}: got {code} {response}, expected {expected}"
         if code == 403:

@@ -1,0 +1,128 @@
+"""coturn's turnutils_uclient over TCP (-t) and TLS (-t -S) against our relay, coturn's
+turnserver as the control.
+
+-y makes the clients each other's peers (client -> relay -> relay -> client); zero loss and a
+non-zero received count are required. The relay runs as `python -m relay` with the coturn
+flags for TLS (--tls-listening-port, --cert, --pkey).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import require_relay_server, require_tool
+from relayproc import LOOPBACK, ManagedProcess, free_port, managed_process, relay_subprocess
+from relayproc import wait_stun_ready as _wait_stun_ready
+from streamutil import UclientSummary, make_cert, parse_uclient
+
+pytestmark = pytest.mark.interop
+
+USER, PASSWORD, REALM = "user", "pass", "natlab"
+REST_SECRET = "natlab-rest-secret"
+UCLIENT_MESSAGES = 30
+UCLIENT_TIMEOUT_S = 60
+UCLIENT_BASE = ("-y", "-n", str(UCLIENT_MESSAGES), "-m", "2", "-l", "170")
+AUTH_SERVER_FLAGS = {
+    "long-term": ("-a", "-u", f"{USER}:{PASSWORD}"),
+    "rest": ("-a", "--use-auth-secret", f"--static-auth-secret={REST_SECRET}"),
+}
+AUTH_CLIENT_FLAGS = {
+    "long-term": ("-u", USER, "-w", PASSWORD),
+    "rest": ("-u", "alice", "-W", REST_SECRET),  # username becomes "<expiry ts>:alice"
+}
+TRANSPORT_CLIENT_FLAGS = {"tcp": ("-t",), "tls": ("-t", "-S")}
+RELAY_PORTS = ("--min-port", "49152", "--max-port", "65535")
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return make_cert(tmp_path_factory.mktemp("uclient-cert"))
+
+
+@contextlib.contextmanager
+def server_under_test(
+    kind: str, auth: str, cert: tuple[Path, Path], tmp: Path
+) -> Iterator[tuple[ManagedProcess, int, int]]:
+    """(process, TCP port, TLS port) of our relay or coturn's turnserver on 127.0.0.1."""
+    tls_port = free_port()
+    common = (
+        "-n", "-r", REALM, "--allow-loopback-peers", *RELAY_PORTS, "--tls-listening-port",
+        str(tls_port), "--cert", str(cert[0]), "--pkey", str(cert[1]), *AUTH_SERVER_FLAGS[auth],
+    )  # fmt: skip
+    if kind == "natlab":
+        require_relay_server()
+        with relay_subprocess(*common) as proc:
+            yield proc, proc.port, tls_port
+        return
+    binary = require_tool("turnserver")
+    port = free_port()
+    argv = [
+        binary, "-L", LOOPBACK, "-E", LOOPBACK, "-p", str(port), "--no-cli", "--no-dtls",
+        "--log-file", "stdout", "--simple-log", "--pidfile", str(tmp / "coturn.pid"),
+        "--no-rfc5780", *common,
+    ]  # fmt: skip
+    with managed_process(
+        argv, ready=lambda p: _wait_stun_ready(p, LOOPBACK, port), port=port
+    ) as proc:
+        yield proc, port, tls_port
+
+
+def run_uclient(port: int, *flags: str) -> tuple[UclientSummary | None, str]:
+    binary = require_tool("turnutils_uclient")
+    argv = [binary, *UCLIENT_BASE, *flags, "-p", str(port), LOOPBACK]
+    result = subprocess.run(
+        argv, capture_output=True, text=True, errors="replace", timeout=UCLIENT_TIMEOUT_S,
+        check=False,
+    )  # fmt: skip
+    output = f"$ {' '.join(argv)}\n(exit {result.returncode})\n{result.stdout}{result.stderr}"
+    return parse_uclient(result.stdout + result.stderr), output
+
+
+@pytest.mark.parametrize("auth", ["long-term", "rest"])
+@pytest.mark.parametrize("transport", ["tcp", "tls"])
+@pytest.mark.parametrize("kind", ["coturn", "natlab"])
+def test_interop_coturn_streams_uclient_zero_loss(
+    tmp_path: Path, cert: tuple[Path, Path], kind: str, transport: str, auth: str
+) -> None:
+    require_tool("turnutils_uclient")
+    with server_under_test(kind, auth, cert, tmp_path) as (server, tcp_port, tls_port):
+        port = tls_port if transport == "tls" else tcp_port
+        summary, output = run_uclient(
+            port, *TRANSPORT_CLIENT_FLAGS[transport], *AUTH_CLIENT_FLAGS[auth]
+        )
+        alive = server.proc.poll() is None
+    context = f"{output}\n--- {kind} server log (last lines) ---\n" + "\n".join(
+        list(server.lines)[-60:]
+    )
+    assert alive, f"{kind} server died during the run\n{context}"
+    assert summary is not None, f"no uclient summary\n{context}"
+    assert summary.sent >= UCLIENT_MESSAGES, f"{summary}\n{context}"
+    assert summary.received > 0, f"nothing received: {summary}\n{context}"
+    if kind == "coturn" and transport == "tls":
+        # Control only. Measured with coturn 4.6.1 on Debian 12: its TLS listener answers some
+        # of uclient's handshakes with "tlsv1 alert internal error" and loses ~3% (4 of 120),
+        # so it is held to "relays most of the traffic", not to zero loss.
+        assert summary.lost <= summary.sent // 10, f"{summary}\n{context}"
+        return
+    assert summary.lost == 0 and summary.send_dropped == 0, f"{summary}\n{context}"
+    assert summary.received == summary.sent, f"{summary}\n{context}"
+
+
+def test_interop_coturn_streams_uclient_wrong_password_fails(
+    tmp_path: Path, cert: tuple[Path, Path]
+) -> None:
+    # the zero-loss check must be able to fail: bad credentials over TLS give no traffic
+    require_tool("turnutils_uclient")
+    with server_under_test("natlab", "long-term", cert, tmp_path) as (_, _, tls_port):
+        summary, output = run_uclient(tls_port, "-t", "-S", "-u", USER, "-w", "wrong")
+    assert summary is None or summary.received == 0, output
+
+
+def test_interop_coturn_streams_uclient_dtls_not_implemented() -> None:
+    # `turnutils_uclient -S` without -t is DTLS over UDP. The relay has no DTLS listener: the
+    # standard library ssl module has no DTLS, and the design asks for TLS over TCP only.
+    pytest.skip("DTLS (uclient -S over UDP) not implemented: Python's ssl module has no DTLS")
