@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from bench.core import run_core_benchmarks
+from bench.lab import run_lab_benchmarks
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,13 +19,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="reports/out/bench", help="directory for the CSV table")
     parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median)")
     args = parser.parse_args(argv)
-    table = run_core_benchmarks(repeat=args.repeat)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "core.csv"
-    table.to_csv(path, index=False)
-    print(table.to_string(index=False))
-    print(f"\nwritten: {path}", file=sys.stderr)
+    tables = {"core": run_core_benchmarks(repeat=args.repeat)}
+    lab_table = run_lab_benchmarks(repeat=args.repeat)
+    if lab_table is not None:
+        tables["lab"] = lab_table
+    for name, table in tables.items():
+        path = out / f"{name}.csv"
+        table.to_csv(path, index=False)
+        print(table.to_string(index=False))
+        print(f"written: {path}\n", file=sys.stderr)
     return 0
 
 

@@ -49,9 +49,7 @@ def run_core_benchmarks(repeat: int = 5) -> pd.DataFrame:
 
     peer = XorPeerAddress(ipaddress.ip_address("198.18.2.20"), 5000)
     payload = os.urandom(1200)
-    send = encode_message(
-        Message.indication(Method.SEND, os.urandom(12), peer, Data(payload))
-    )
+    send = encode_message(Message.indication(Method.SEND, os.urandom(12), peer, Data(payload)))
     channel = ChannelData(0x4000, payload).encode()
 
     def copy(n: int) -> None:
@@ -83,12 +81,19 @@ def run_core_benchmarks(repeat: int = 5) -> pd.DataFrame:
         core, key = _core()
         now = 1_800_000_000.0
         for i in range(n):
-            ft = FiveTuple((f"198.18.{1 + i // 60000}.{i % 250}", 1024 + i % 60000),
-                           ("198.18.0.2", 3478), Transport.UDP)
+            ft = FiveTuple(
+                (f"198.18.{1 + i // 60000}.{i % 250}", 1024 + i % 60000),
+                ("198.18.0.2", 3478),
+                Transport.UDP,
+            )
             nonce = core.config.nonces.issue(now, ft.client[0])
             msg = Message.request(
-                Method.ALLOCATE, os.urandom(12), RequestedTransport(17),
-                Username("u"), Realm("bench"), Nonce(nonce),
+                Method.ALLOCATE,
+                os.urandom(12),
+                RequestedTransport(17),
+                Username("u"),
+                Realm("bench"),
+                Nonce(nonce),
             )
             core.handle_client(now, ft, encode_message(msg, key=key))
 
@@ -101,6 +106,11 @@ def run_core_benchmarks(repeat: int = 5) -> pd.DataFrame:
     ):
         rate = _rate(fn, n, repeat)
         rows.append({"figure": name, "ops_per_s": round(rate), "vs_bytes_copy": rate / baseline})
-    rows.append({"figure": "baseline: bytes copy (1200 B)", "ops_per_s": round(baseline),
-                 "vs_bytes_copy": 1.0})
+    rows.append(
+        {
+            "figure": "baseline: bytes copy (1200 B)",
+            "ops_per_s": round(baseline),
+            "vs_bytes_copy": 1.0,
+        }
+    )
     return pd.DataFrame(rows)

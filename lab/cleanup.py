@@ -159,9 +159,26 @@ def _netns_inode(pid: str) -> str | None:
         return None
 
 
+RUN_ENV = "NATLAB_RUN"  # set on every process a lab run starts in a node (lab.session)
+
+
+def _run_marker(pid: str) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            env = f.read().split(b"\0")
+    except OSError:
+        return None
+    prefix = RUN_ENV.encode() + b"="
+    for item in env:
+        if item.startswith(prefix):
+            return item[len(prefix) :].decode(errors="replace")
+    return None
+
+
 def mininet_leftovers(run_id: str | None = None) -> list[tuple[int, str]]:
-    """(pid, description) of lab Mininet shells and of every process in their namespaces."""
-    pids = [p for p in os.listdir("/proc") if p.isdigit()]
+    """(pid, description) of lab Mininet shells, of every process in their namespaces, and of
+    processes a run started (marked with NATLAB_RUN) even after their namespace lost its shell."""
+    pids = [p for p in os.listdir("/proc") if p.isdigit() and p != str(os.getpid())]
     shells: dict[str, str] = {}  # netns inode -> node name
     found: list[tuple[int, str]] = []
     for pid in pids:
@@ -173,11 +190,16 @@ def mininet_leftovers(run_id: str | None = None) -> list[tuple[int, str]]:
         if inode is not None and inode != root:
             shells[inode] = match.group(1)
         found.append((int(pid), f"mininet node {match.group(1)}"))
-    shell_pids = {pid for pid, _ in found}
+    seen = {pid for pid, _ in found}
     for pid in pids:
+        if int(pid) in seen:
+            continue
         inode = _netns_inode(pid)
-        if inode in shells and int(pid) not in shell_pids:
+        marker = _run_marker(pid)
+        if inode in shells:
             found.append((int(pid), f"process in {shells[inode]}: {_cmdline(pid)[:80]}"))
+        elif marker is not None and (run_id is None or marker == run_id):
+            found.append((int(pid), f"process of run {marker}: {_cmdline(pid)[:80]}"))
     return found
 
 

@@ -82,7 +82,9 @@ def parse_natdiscovery(output: str) -> tuple[str, str]:
 
 def probe_with_natprobe(lab: LabNetwork, peer: str = "pa") -> tuple[str, str, str]:
     server = f"{RELAY_IPS[0]}:3478"
-    result = lab.run(peer, [sys.executable, "-m", "lab.agents.natprobe", server, "--json"], 30)
+    result = lab.run(
+        peer, [sys.executable, "-m", "lab.agents.natprobe", server, "--json", "--rto", "0.05"], 30
+    )
     try:
         data = json.loads(result.stdout.strip().splitlines()[-1])
         return str(data["mapping"]), str(data["filtering"]), ""

@@ -19,6 +19,7 @@ import time
 from types import TracebackType
 from typing import Any
 
+from lab.cleanup import RUN_ENV, mininet_leftovers
 from lab.nat.router import NatRouter
 from lab.topologies.base import NODE_PREFIX, NatlabTopo
 from lab.topologies.nodes import LabSwitch
@@ -49,12 +50,25 @@ def lab_unavailable_reason() -> str | None:
 
 
 def new_run_id() -> str:
-    return secrets.token_hex(2)
+    """4 hex digits (node names are short), not used by any live run on this machine."""
+    for _ in range(100):
+        run_id = secrets.token_hex(2)
+        if not leftovers(run_id):
+            return run_id
+    raise LabError("no free run id: clean up old runs with `make clean`")
 
 
 class LabNetwork:
-    def __init__(self, topo_cls: type[NatlabTopo], *, run_id: str | None = None, **params: Any):
+    def __init__(
+        self,
+        topo_cls: type[NatlabTopo],
+        *,
+        run_id: str | None = None,
+        defer_firewalls: bool = False,
+        **params: Any,
+    ):
         self.run_id = run_id or new_run_id()
+        self.defer_firewalls = defer_firewalls
         self.topo_cls = topo_cls
         self.params = params
         self.net: Any = None
@@ -84,6 +98,8 @@ class LabNetwork:
             self.net.build()
             self.net.start()
             self._wait_links_up()
+            if not self.defer_firewalls:
+                self.apply_firewalls()
         except BaseException:
             self.close()
             raise
@@ -131,6 +147,7 @@ class LabNetwork:
 
     def popen(self, role: str, argv: list[str], **kwargs: Any) -> subprocess.Popen[Any]:
         """Start a process in a host's namespace; it is stopped (by PID) when the lab closes."""
+        kwargs.setdefault("env", {**os.environ, RUN_ENV: self.run_id})
         kwargs.setdefault("stdout", subprocess.PIPE)
         kwargs.setdefault("stderr", subprocess.PIPE)
         proc: subprocess.Popen[Any] = self.node(role).popen(argv, **kwargs)
@@ -150,6 +167,10 @@ class LabNetwork:
                 argv, -9, out, err + f"\n[timed out after {timeout}s]"
             )
         return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+    def apply_firewalls(self) -> None:
+        for router in self.routers():
+            router.apply_firewall()
 
     def reset_nat_state(self) -> None:
         """Flush conntrack and the NATs' dynamic maps (between a probe and a trial)."""
@@ -184,19 +205,9 @@ def _stop_process(proc: subprocess.Popen[Any]) -> None:
 
 
 def leftovers(run_id: str | None = None) -> list[str]:
-    """Mininet shells, root-namespace interfaces and named namespaces of lab runs still alive."""
+    """Processes (Mininet shells, agents) and root-namespace interfaces of lab runs still alive."""
     prefix = NODE_PREFIX + (run_id or "")
-    found = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if f"mininet:{prefix}" in cmdline:
-            found.append(f"process {pid}: {cmdline.strip()}")
+    found = [f"pid {pid}: {what}" for pid, what in mininet_leftovers(run_id)]
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     for line in links.splitlines():
         name = line.split(":", 2)[1].strip().split("@")[0] if ":" in line else ""

@@ -51,7 +51,9 @@ class NatBehavior:
             if not isinstance(getattr(self, name), cls):
                 raise TypeError(f"{name} must be a {cls.__name__}, got {getattr(self, name)!r}")
         if not isinstance(self.udp_timeout, int) or self.udp_timeout < 1:
-            raise ValueError(f"udp_timeout must be a positive int (seconds), got {self.udp_timeout!r}")
+            raise ValueError(
+                f"udp_timeout must be a positive int (seconds), got {self.udp_timeout!r}"
+            )
         if self.mapping is not Mapping.EIM and self.port_allocation is PortAllocation.PRESERVE:
             # Keeping the internal port for every remote would make each mapping the same
             # port, i.e. observably EIM (RFC 5780 section 4.3 could not tell them apart).

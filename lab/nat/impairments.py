@@ -60,8 +60,19 @@ def tc_commands(dev: str, impairment: Impairment) -> list[list[str]]:
     _check_ifname("dev", dev)
     cmds: list[list[str]] = [["tc", "qdisc", "del", "dev", dev, "root"]]  # may fail: no qdisc
     if impairment.needs_netem:
-        netem = ["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "netem", "delay",
-                 f"{_num(impairment.delay_ms)}ms"]
+        netem = [
+            "tc",
+            "qdisc",
+            "add",
+            "dev",
+            dev,
+            "root",
+            "handle",
+            "1:",
+            "netem",
+            "delay",
+            f"{_num(impairment.delay_ms)}ms",
+        ]
         if impairment.jitter_ms:
             netem.append(f"{_num(impairment.jitter_ms)}ms")
         if impairment.rate_mbit is not None:
@@ -71,8 +82,25 @@ def tc_commands(dev: str, impairment: Impairment) -> list[list[str]]:
         rate_bps = impairment.rate_mbit * 1e6
         # burst >= rate/HZ (250) and >= one MTU, else tbf cannot reach its rate
         burst = max(1600, int(rate_bps / 8 / 250))
-        cmds.append(["tc", "qdisc", "add", "dev", dev, "root", "handle", "1:", "tbf", "rate",
-                     f"{_num(impairment.rate_mbit)}mbit", "burst", str(burst), "latency", "50ms"])
+        cmds.append(
+            [
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                dev,
+                "root",
+                "handle",
+                "1:",
+                "tbf",
+                "rate",
+                f"{_num(impairment.rate_mbit)}mbit",
+                "burst",
+                str(burst),
+                "latency",
+                "50ms",
+            ]
+        )
     return cmds
 
 
@@ -83,11 +111,9 @@ def render_loss(dev: str, loss_pct: float, *, table: str = DEFAULT_LOSS_TABLE) -
     if not 0 <= loss_pct <= 100:
         raise ValueError(f"loss_pct must be within 0..100, got {loss_pct!r}")
     n = round(loss_pct * LOSS_SCALE / 100)
+    sample = "" if n >= LOSS_SCALE else f"numgen random mod {LOSS_SCALE} < {n} "
     rule = (
-        f'\t\toifname "{dev}" numgen random mod {LOSS_SCALE} < {n} counter drop '
-        f'comment "loss {_num(loss_pct)}%"\n'
-        if n
-        else ""
+        f'\t\toifname "{dev}" {sample}counter drop comment "loss {_num(loss_pct)}%"\n' if n else ""
     )
     return (
         preamble(table, "inet") + f"table inet {table} {{\n\tchain egress {{\n"

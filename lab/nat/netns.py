@@ -90,8 +90,21 @@ def namespaces(*roles: str, run_id: str | None = None) -> Iterator[dict[str, str
 def add_veth(ns_a: str, if_a: str, ns_b: str, if_b: str) -> None:
     """A veth pair whose ends are born inside the two namespaces (never in the root one)."""
     subprocess.run(
-        ["ip", "link", "add", if_a, "netns", ns_a, "type", "veth", "peer", "name", if_b,
-         "netns", ns_b],
+        [
+            "ip",
+            "link",
+            "add",
+            if_a,
+            "netns",
+            ns_a,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            if_b,
+            "netns",
+            ns_b,
+        ],
         check=True,
         capture_output=True,
     )

@@ -1,24 +1,30 @@
 """Render a `NatBehavior` to an `nft -f` script for a router with one WAN and one LAN interface.
 
 Pure functions: no I/O; the caller loads the script inside the router's namespace with
-`nft -f -` and then applies `router_sysctls()` (the `net.netfilter.*` keys exist only once the
-ruleset has loaded conntrack).
+`nft -f -` and then applies `router_sysctls()` (the `net.netfilter.*` keys exist only once
+nf_conntrack is loaded, which loading this ruleset guarantees).  New inbound packets from the
+WAN that are not admitted are dropped, except ICMP echo requests to the router itself.
 
 How each RFC 4787 behaviour is rendered (UDP; TCP/ICMP get a plain conntrack SNAT):
 
 - Mapping state lives in explicit dynamic maps, never in conntrack's port choice alone:
   conntrack keeps the source port only while the tuple is free, so a stale entry silently
   moves a mapping (DESIGN.md "Linux pitfalls").
-  - EIM: `@eim` maps internal ip.port -> external port; every new flow of that endpoint
-    reuses it (REQ-1).  ADM: `@adm` maps internal ip.port.remote-ip -> external port.
-    APDM: no map; conntrack picks a fresh port per session.
-  - Port allocation (REQ-3/4): preserve -> the internal port itself (falling back to a
-    random port when another internal endpoint already owns it); sequential -> a
-    `numgen inc` counter over `port_range`, advanced only when a new mapping is created;
-    random -> `numgen random` over `port_range` (APDM: the kernel's `fully-random`).
-  - Maps are filled with `add` in the srcnat chain (first packet of a flow) and refreshed
-    with `update` by every outbound packet in a later postrouting filter chain, because
-    `add` never refreshes a timeout (REQ-6: outbound refresh).
+  - EIM: `@eim` maps internal ip.port -> external port; a new flow of an endpoint found
+    there is SNATed to that port (REQ-1).  ADM: `@adm` maps internal ip.port.remote-ip ->
+    external port.  APDM: no map, every session gets a new port.
+  - A flow with no mapping yet gets its port by allocation (REQ-3/4 and section 4.2.1):
+    preserve -> the internal port itself, or a kernel-chosen random port when another
+    internal endpoint already owns it; sequential -> `numgen inc` through a constant
+    counter->port map over the first SEQUENTIAL_WINDOW ports of `port_range`; random ->
+    the kernel's `fully-random` choice in `port_range` (it skips tuples in use).
+    `numgen` is never written into a port directly: nft 1.0.6 passes its host-byte-order
+    result to NAT unconverted (measured: `numgen random mod 40000 offset 20000` gave
+    ports 18794 and 65402, byte-swapped values of in-range numbers).
+  - The maps are filled and refreshed by `update` from every outbound packet in a
+    postrouting filter chain after SNAT, where `udp sport` is the port really used;
+    `update` adds a missing element and refreshes a present one (`add` never refreshes a
+    timeout).  Refresh is outbound only (REQ-6); conntrack refreshes live sessions itself.
 - `@rev` maps external port -> internal ip.port, learned in that same postrouting chain
   (after SNAT, `udp sport` is the external port and `ct <dir> ...` the internal endpoint).
   It drives inbound admission and hairpinning.
@@ -35,9 +41,10 @@ How each RFC 4787 behaviour is rendered (UDP; TCP/ICMP get a plain conntrack SNA
 - UDP mapping timeout (REQ-5): the dynamic maps/sets use `timeout <udp_timeout>s`, conntrack's
   UDP timeouts are set to the same value by `router_sysctls()`.
 
-Known limit: a random port can collide with another internal endpoint's port (probability
-about mappings / port-range size); the second mapping then shares it and `@rev` keeps the
-newer owner.
+Known limits: a port chosen for a new mapping is checked against conntrack's tuples only,
+so (rarely, random/sequential) it can equal a port another internal endpoint holds in an
+idle mapping; `@rev` then keeps the newer owner.  A sequential port whose tuple is still in
+use for the same remote makes that flow's packets drop (the range is a single port).
 """
 
 from __future__ import annotations
@@ -50,6 +57,7 @@ from lab.nat.behavior import Filtering, Mapping, NatBehavior, PortAllocation
 DEFAULT_TABLE = "natlab_nat"
 DEFAULT_PORT_RANGE = (20000, 59999)
 SET_SIZE = 65535
+SEQUENTIAL_WINDOW = 1024  # ports a sequential NAT cycles through (a constant map per port)
 CONNTRACK_FLUSH = ("conntrack", "-F")
 
 _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
@@ -202,6 +210,8 @@ def render_nat(
         inbound = ["# APDF: nothing here; only conntrack replies come in"]
 
     ind = "\t\t"
+    no_hairpin = "hairpin without mapping" if behavior.hairpin else "no hairpin"
+    learn_hook = "type filter hook postrouting priority srcnat + 100; policy accept;"
     lines = [preamble(table), f"table ip {table} {{\n"]
     lines += sets
     lines.append(
@@ -226,7 +236,7 @@ def render_nat(
         f"{ind}iifname {lan_q} ip daddr {wip} meta l4proto {{ tcp, udp }} ct state new "
         "ct status dnat accept\n"
         f"{ind}iifname {lan_q} ip daddr {wip} meta l4proto {{ tcp, udp }} ct state new "
-        f'counter drop comment "{"hairpin without mapping" if behavior.hairpin else "no hairpin"}"\n'
+        f'counter drop comment "{no_hairpin}"\n'
         "\t}\n"
     )
     lines.append(
@@ -234,7 +244,9 @@ def render_nat(
         f"{ind}iifname {lan_q} ip saddr {net} oifname {wan_q} jump natout\n"
     )
     if behavior.hairpin:
-        lines.append(f"{ind}iifname {lan_q} ip saddr {net} oifname {lan_q} ct status dnat jump natout\n")
+        lines.append(
+            f"{ind}iifname {lan_q} ip saddr {net} oifname {lan_q} ct status dnat jump natout\n"
+        )
     lines.append("\t}\n")
     lines.append(
         "\tchain natout {\n"
@@ -244,7 +256,7 @@ def render_nat(
     )
     lines.append("\tchain natout_udp {\n" + "".join(f"{ind}{x}\n" for x in udp_nat) + "\t}\n")
     lines.append(
-        f"\tchain learn {{\n{ind}type filter hook postrouting priority srcnat + 100; policy accept;\n"
+        f"\tchain learn {{\n{ind}{learn_hook}\n"
         f"{ind}# after SNAT: udp sport is the external port, ct <dir> ... the internal endpoint\n"
         f"{ind}iifname {lan_q} ip saddr {wip} meta l4proto udp ct direction original "
         "jump learn_original\n"

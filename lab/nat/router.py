@@ -28,7 +28,8 @@ class NatRouter(Node):
     def config(self, **params: Any) -> dict[str, Any]:
         self.behavior: NatBehavior | None = params.pop("behavior", None)
         self.firewall_name: str = params.pop("firewall", "open")
-        fw_hosts: FirewallHosts | None = params.pop("fw_hosts", None)
+        self.fw_hosts: FirewallHosts | None = params.pop("fw_hosts", None)
+        self.firewall_applied = False
         self.wan_intf: str = params.pop("wan_intf")
         self.lan_intf: str = params.pop("lan_intf")
         wan_ip: str = params.pop("wan_ip")
@@ -62,17 +63,23 @@ class NatRouter(Node):
                 table=NAT_TABLE,
             )
         run_in(self, ["nft", "-f", "-"], stdin=ruleset)
-        if self.firewall_name != "open":
-            assert fw_hosts is not None, "a firewall policy needs the hosts it names"
-            fw = render_firewall(
-                policy(self.firewall_name),
-                hosts=fw_hosts,
-                client_if=self.lan_intf,
-                outside_if=self.wan_intf,
-                table=FW_TABLE,
-            )
-            run_in(self, ["nft", "-f", "-"], stdin=fw)
         return result
+
+    def apply_firewall(self) -> None:
+        """Load the firewall policy. Separate from ``config`` so that a cell can verify the
+        NAT alone first (the probe would otherwise measure NAT and firewall together)."""
+        if self.firewall_name == "open" or self.firewall_applied:
+            return
+        assert self.fw_hosts is not None, "a firewall policy needs the hosts it names"
+        fw = render_firewall(
+            policy(self.firewall_name),
+            hosts=self.fw_hosts,
+            client_if=self.lan_intf,
+            outside_if=self.wan_intf,
+            table=FW_TABLE,
+        )
+        run_in(self, ["nft", "-f", "-"], stdin=fw)
+        self.firewall_applied = True
 
     def reset_state(self) -> None:
         """Forget every mapping: conntrack entries and the NAT's dynamic sets and maps."""

@@ -70,9 +70,13 @@ class NatlabTopo(Topo):  # type: ignore[misc]
         self.add_internet_host("sig", SIGNALING_IP)
         self.add_internet_host("hos", HOSTILE_IP)
         self.build_sides(**params)
-        # internet hosts reach public (open-preset) LANs through those sides' routers
-        for role in ("rly", "web", "sig", "hos"):
-            self.nodeInfo(self.roles.nodes[role])["routes"] = list(self.open_lans)
+        # Public (open-preset) LANs lie inside 198.18.0.0/15, which every internet-facing node
+        # sees as on-link: each of them needs a route through that side's router.
+        outer_routers = [r[-1] for r in self.roles.routers.values()]
+        for role in ("rly", "web", "sig", "hos", *outer_routers):
+            info = self.nodeInfo(self.roles.nodes[role])
+            own_wan = info.get("wan_ip")
+            info["routes"] = [(lan, via) for lan, via in self.open_lans if via != own_wan]
 
     def build_sides(self, **params: object) -> None:
         raise NotImplementedError

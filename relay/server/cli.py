@@ -219,13 +219,21 @@ async def serve(options: ServerOptions) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    addresses = " ".join(f"udp {h}:{p}" for h, p in server.bound_addresses)
+    loop.add_signal_handler(signal.SIGUSR2, _reload_tls, server)  # coturn's convention
+    addresses = " ".join(f"{kind} {h}:{p}" for kind, (h, p) in server.listening)
     log.info("ready: %s (relay %s)", addresses, ",".join(options.relay_hosts))
     try:
         await stop.wait()
     finally:
         log.info("shutting down: %s", dict(sorted(server.counters.items())))
         await server.close()
+
+
+def _reload_tls(server: RelayServer) -> None:
+    try:
+        server.reload_tls()
+    except OptionsError as err:  # keep serving with the old certificate
+        log.error("SIGUSR2: TLS reload failed, keeping the old certificate: %s", err)
 
 
 def _fail(message: str) -> int:

@@ -446,6 +446,6 @@ def options_from_config(
     try:
         return ServerOptions(**merged)  # type: ignore[arg-type]
     except OptionsError as err:
-        if result is None:
-            raise
+        if result is None or from_flags:
+            raise  # the flags may have caused it
         raise ConfigError(result.path, 0, "", str(err)) from None

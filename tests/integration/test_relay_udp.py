@@ -215,6 +215,10 @@ def _bad_fingerprint() -> bytes:
 
 
 MALFORMED = {
+    "empty": lambda: b"",
+    "one-byte": lambda: b"\x00",
+    "first-bits-11": lambda: b"\xc0" + bytes(23),  # neither STUN (00) nor ChannelData (01)
+    "channeldata-length-past-end": lambda: b"\x40\x00\x00\x10abcd",
     "truncated-header": _truncated_header,
     "length-not-multiple-of-4": _length_not_multiple_of_4,
     "attribute-past-end": _attribute_past_end,
@@ -257,6 +261,28 @@ def test_relay_malformed_datagram_dropped(start_relay: StartRelay, case: str) ->
     server, addr = start_relay(**LT_OPTIONS)
     with RawTurnClient(addr, USER, PASSWORD) as client:
         _assert_dropped(server, client, MALFORMED[case](), "malformed_dropped")
+    _assert_fresh_allocate(addr)
+
+
+def test_relay_unknown_method_request_400(start_relay: StartRelay) -> None:
+    _, addr = start_relay(**LT_OPTIONS)
+    with RawTurnClient(addr) as client:
+        tid = os.urandom(12)
+        client.send_raw(encode_message(Message(0x0FF, MessageClass.REQUEST, tid)))
+        response = client.recv_response(tid)
+        assert response is not None and error_code(response) == 400, response
+    _assert_fresh_allocate(addr)
+
+
+@pytest.mark.parametrize("msg_class", [MessageClass.SUCCESS, MessageClass.ERROR])
+def test_relay_unsolicited_response_ignored(start_relay: StartRelay, msg_class: int) -> None:
+    _, addr = start_relay(**LT_OPTIONS)
+    with RawTurnClient(addr) as client:
+        client.send_raw(
+            encode_message(Message(Method.ALLOCATE, MessageClass(msg_class), os.urandom(12)))
+        )
+        client.send_raw(encode_message(Message(0x0FF, MessageClass.INDICATION, os.urandom(12))))
+        assert client.recv_raw(NO_RESPONSE_WAIT_S) is None
     _assert_fresh_allocate(addr)
 
 

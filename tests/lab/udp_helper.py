@@ -16,6 +16,7 @@ which is how an RFC 5780 server reports the mapped address.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -52,10 +53,8 @@ class _UdpSock:
                 continue  # ICMP errors on unconnected sockets, or closed
             if self.echo:
                 reply = json.dumps({"observed": list(src), "data": data.decode(errors="replace")})
-                try:
+                with contextlib.suppress(OSError):
                     self.sock.sendto(reply.encode(), src)
-                except OSError:
-                    pass
             with self.cond:
                 self.got.append({"from": list(src), "data": data.decode(errors="replace")})
                 self.cond.notify_all()
@@ -186,11 +185,11 @@ class Agent:
     def recv(self, sid: str, wait: float = 0.5, count: int = 1) -> list[dict[str, Any]]:
         return list(self.call(op="recv", id=sid, wait=wait, count=count)["got"])
 
-    def observed(self, sid: str, to: Addr) -> Addr | None:
+    def observed(self, sid: str, to: Addr, wait: float = 1.0) -> Addr | None:
         """Send to an echo socket; return the source address it saw (None: no answer)."""
         self.recv(sid, wait=0, count=0)  # drop stale datagrams
         self.send(sid, to, "probe")
-        for d in self.recv(sid, wait=1.0):
+        for d in self.recv(sid, wait=wait):
             if tuple(d["from"]) == tuple(to):
                 ip, port = json.loads(d["data"])["observed"]
                 return (ip, int(port))

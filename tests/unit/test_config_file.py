@@ -463,3 +463,12 @@ def test_cli_flag_values_validated_like_config_keys() -> None:
     args = build_parser().parse_args(["--min-port", "0"])
     with pytest.raises(OptionsError, match=r"--min-port: 0 out of range 1\.\.65535"):
         options_from_args(args)
+
+
+def test_config_file_other_option_errors_name_the_file(tmp_path: Path) -> None:
+    path = write(
+        tmp_path, "listening-ip=127.0.0.1\nlistening-ip=127.0.0.2\nlistening-port=0\nrfc5780\n"
+    )
+    with pytest.raises(ConfigError) as info:
+        options_from_config(load_config(path))
+    assert str(info.value).startswith(f"{path}: ")  # ServerOptions' own check, no line to name

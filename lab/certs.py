@@ -1,0 +1,74 @@
+"""A throwaway lab CA and one server certificate for the relay and signaling hosts.
+
+aioice verifies TURN-over-TLS against the relay's IP address, so the certificate carries IP
+subjectAltNames for every lab server address. Made with the openssl command line, once per
+work directory.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from lab.topologies.addressing import RELAY_IPS, SIGNALING_IP, WEB_IP
+
+
+@dataclass(frozen=True)
+class LabCerts:
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str) -> None:
+    result = subprocess.run(["openssl", *args], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError(f"openssl {' '.join(args[:2])} failed: {result.stderr.strip()}")
+
+
+def lab_certs(directory: Path) -> LabCerts:
+    directory.mkdir(parents=True, exist_ok=True)
+    certs = LabCerts(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    if certs.ca.exists() and certs.cert.exists() and certs.key.exists():
+        return certs
+    ca_key = directory / "ca.key"
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    _openssl(
+        "req",
+        "-x509",
+        *ec,
+        "-days",
+        "2",
+        "-subj",
+        "/CN=natlab lab CA",
+        "-keyout",
+        str(ca_key),
+        "-out",
+        str(certs.ca),
+    )
+    csr = directory / "server.csr"
+    _openssl(
+        "req", *ec, "-subj", "/CN=natlab-lab-server", "-keyout", str(certs.key), "-out", str(csr)
+    )
+    sans = ",".join(f"IP:{ip}" for ip in (*RELAY_IPS, SIGNALING_IP, WEB_IP))
+    ext = directory / "server.ext"
+    ext.write_text(f"subjectAltName={sans},DNS:natlab-lab-server\nextendedKeyUsage=serverAuth\n")
+    _openssl(
+        "x509",
+        "-req",
+        "-in",
+        str(csr),
+        "-CA",
+        str(certs.ca),
+        "-CAkey",
+        str(ca_key),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        str(ext),
+        "-out",
+        str(certs.cert),
+    )
+    return certs

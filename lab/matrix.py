@@ -1,0 +1,192 @@
+"""Many cells: the default NAT x NAT matrix and a runner that works through any list of cells,
+several at a time, each in its own process (a crash or a kill costs one cell, not the run).
+
+Rows come back in the order of the cells; a cell that could not even report gets a row with
+its error, so the table always has one row per trial.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from lab.expectations import expected_outcome
+from lab.run import CellSpec
+
+MATRIX_NATS = ("open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
+MATRIX_MODES = {"stun": (), "turn": ("udp", "tcp", "tls")}
+CELL_TIMEOUT = 120.0  # seconds: a cell process is killed after this, whatever it does
+DEFAULT_JOBS = 3
+
+
+def default_matrix(
+    relays: Iterable[str] = ("inrepo",),
+    nats: Iterable[str] = MATRIX_NATS,
+    modes: Iterable[str] = ("stun", "turn"),
+    trials: int = 1,
+    seed: int = 0,
+    run_id: str = "",
+) -> list[CellSpec]:
+    nats = list(nats)
+    cells = []
+    for relay in relays:
+        for mode in modes:
+            for a in nats:
+                for b in nats:
+                    for trial in range(trials):
+                        cells.append(
+                            CellSpec(
+                                scenario=f"matrix-{mode}",
+                                nat_a=a,
+                                nat_b=b,
+                                relay_impl=relay,
+                                turn_transports=MATRIX_MODES[mode],
+                                trial=trial,
+                                seed=seed,
+                                run_id=run_id,
+                            )
+                        )
+    return cells
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    running: int = 0
+    failed: int = 0  # not as expected
+    started: float = 0.0
+
+    def eta_s(self) -> float | None:
+        if not self.done:
+            return None
+        elapsed = time.monotonic() - self.started
+        return elapsed / self.done * (self.total - self.done)
+
+
+ProgressCallback = Callable[[Progress, dict[str, Any] | None], None]
+
+
+class MatrixRunner:
+    """Runs cells with ``jobs`` at a time; ``stop()`` (e.g. on Ctrl-C) lets running cells
+    tear down and keeps the rows already completed."""
+
+    def __init__(self, workdir: Path, jobs: int = DEFAULT_JOBS) -> None:
+        self.workdir = workdir
+        self.jobs = max(1, jobs)
+        self._stopping = threading.Event()
+        self._procs: set[subprocess.Popen[str]] = set()
+        self._lock = threading.Lock()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with self._lock:
+            for proc in self._procs:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)  # the cell tears its lab down and exits
+
+    def run(
+        self, cells: list[CellSpec], on_progress: ProgressCallback | None = None
+    ) -> list[dict[str, Any]]:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        progress = Progress(total=len(cells), started=time.monotonic())
+        rows: list[dict[str, Any] | None] = [None] * len(cells)
+
+        def one(index: int) -> None:
+            if self._stopping.is_set():
+                return
+            with self._lock:
+                progress.running += 1
+            if on_progress:
+                on_progress(progress, None)
+            row = self._run_one(cells[index])
+            rows[index] = row
+            with self._lock:
+                progress.running -= 1
+                progress.done += 1
+                if row["outcome"] != row["expected"]:
+                    progress.failed += 1
+            if on_progress:
+                on_progress(progress, row)
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(one, range(len(cells))))
+        return [r for r in rows if r is not None]
+
+    def _run_one(self, spec: CellSpec) -> dict[str, Any]:
+        argv = [
+            sys.executable,
+            "-m",
+            "lab.run",
+            "--spec",
+            json.dumps(asdict(spec)),
+            "--workdir",
+            str(self.workdir),
+        ]
+        started = time.time()
+        proc = subprocess.Popen(
+            argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
+        with self._lock:
+            self._procs.add(proc)
+        try:
+            out, err = proc.communicate(timeout=CELL_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                out, err = proc.communicate(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            err += f"\ncell killed after {CELL_TIMEOUT}s"
+        finally:
+            with self._lock:
+                self._procs.discard(proc)
+        for line in reversed(out.strip().splitlines()):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "row" in data:
+                row: dict[str, Any] = data["row"]
+                return row
+        return failed_row(spec, f"cell process failed ({proc.returncode}): {err[-800:]}", started)
+
+
+def failed_row(spec: CellSpec, error: str, started: float) -> dict[str, Any]:
+    """A row for a cell that never reported: everything unknown is NA."""
+    return {
+        "run_id": spec.run_id or None,
+        "scenario": spec.scenario,
+        "topology": spec.topology,
+        "nat_a": spec.nat_a,
+        "nat_b": spec.nat_b,
+        "firewall_a": spec.firewall_a,
+        "firewall_b": spec.firewall_b,
+        "relay_impl": spec.relay_impl,
+        "relay_version": None,
+        "ice_policy": spec.ice_policy,
+        "turn_transports": "+".join(spec.turn_transports) or "none",
+        "trial": spec.trial,
+        "seed": spec.seed,
+        "expected": expected_outcome(spec.intent),
+        "outcome": None,
+        "error": f"lab-error: {error}",
+        "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
+        "duration_s": round(time.time() - started, 3),
+    }
+
+
+def with_trials(cells: list[CellSpec], trials: int) -> list[CellSpec]:
+    return [replace(c, trial=t) for c in cells for t in range(trials)]
