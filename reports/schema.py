@@ -111,3 +111,51 @@ def write_results(frame: pd.DataFrame, stem: str) -> tuple[str, str]:
     frame.to_parquet(parquet, index=False)
     frame.to_csv(csv, index=False)
     return parquet, csv
+
+
+# One trial of one cell is identified by these columns; shards of one run (or a re-run of a
+# shard) may repeat a row, and merging keeps the last copy of each.
+ROW_KEY = (
+    "run_id",
+    "scenario",
+    "topology",
+    "nat_a",
+    "nat_b",
+    "firewall_a",
+    "firewall_b",
+    "relay_impl",
+    "ice_policy",
+    "turn_transports",
+    "trial",
+)
+# One cell (all its trials), independent of the relay: what two runs or two relays compare on.
+CELL_KEY = (
+    "scenario",
+    "topology",
+    "nat_a",
+    "nat_b",
+    "firewall_a",
+    "firewall_b",
+    "ice_policy",
+    "turn_transports",
+)
+
+
+def merge_shards(frames: Iterable[pd.DataFrame], *, dedupe: bool = True) -> pd.DataFrame:
+    """Merge result tables (shards) into one; with ``dedupe`` a row repeated under the same
+    ``ROW_KEY`` keeps its last copy (a re-run shard replaces the earlier one). NA key values
+    compare equal to each other."""
+    parts = [conform(frame) for frame in frames]
+    if not parts:
+        return empty_table()
+    merged = pd.concat(parts, ignore_index=True)
+    if dedupe and len(merged):
+        keys = merged[list(ROW_KEY)].astype("object").where(merged[list(ROW_KEY)].notna(), None)
+        duplicated = keys.astype(str).duplicated(keep="last")
+        merged = merged[~duplicated.to_numpy()].reset_index(drop=True)
+    return merged
+
+
+def read_merged(paths: Iterable[str], *, dedupe: bool = True) -> pd.DataFrame:
+    """``read_results`` for every path, merged with ``merge_shards``."""
+    return merge_shards([read_results([path]) for path in paths], dedupe=dedupe)

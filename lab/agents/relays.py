@@ -70,7 +70,9 @@ def relay_command(spec: RelaySpec, log_file: Path) -> list[str]:
     else:
         binary = shutil.which("turnserver") or "turnserver"
         argv = [binary, "--log-file", str(log_file), "--simple-log", "--no-stdout-log"]
-        argv += ["--no-cli", "--no-dtls", "--pidfile", str(log_file.with_suffix(".pid"))]
+        # no --no-dtls: coturn's UDP listener on the TLS port (DTLS) also answers plain
+        # STUN/TURN, which is how coturn serves TURN over UDP on 443 (seed 000)
+        argv += ["--no-cli", "--pidfile", str(log_file.with_suffix(".pid"))]
     if spec.config_file:
         return [*argv, "-c", spec.config_file, *spec.extra_flags]
     argv += ["-n", "-p", str(spec.port), "--min-port", str(spec.min_port)]
