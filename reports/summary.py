@@ -52,9 +52,7 @@ CELL_COLUMNS = (
 )
 
 
-def wilson_interval(
-    successes: int, trials: int, z: float = Z_95
-) -> tuple[float, float] | None:
+def wilson_interval(successes: int, trials: int, z: float = Z_95) -> tuple[float, float] | None:
     """The Wilson score interval for ``successes`` of ``trials`` (95 % by default).
 
     ``None`` (NA) when there are no trials: nothing is known about the rate.
@@ -116,11 +114,6 @@ def _first(values: Iterable[Any]) -> Any:
     return None
 
 
-def _median(series: pd.Series) -> float | None:
-    known = series.dropna()
-    return float(known.median()) if len(known) else None
-
-
 def _status(trials: int, expected: Any, observed: Any, as_expected: int, lab_errors: int) -> str:
     if lab_errors == trials:
         return "lab-error"
@@ -131,54 +124,68 @@ def _status(trials: int, expected: Any, observed: Any, as_expected: int, lab_err
     return "ok" if as_expected == trials else "flaky"
 
 
+def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The rows as plain dicts, NA as ``None`` (fast to aggregate in Python)."""
+    plain = frame.astype("object")
+    return plain.where(frame.notna(), None).to_dict("records")
+
+
+def _median(values: list[Any]) -> float | None:
+    known = sorted(float(v) for v in values if v is not None)
+    if not known:
+        return None
+    mid = len(known) // 2
+    return known[mid] if len(known) % 2 else (known[mid - 1] + known[mid]) / 2
+
+
 def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
     """One row per (relay, cell): trials, expected and observed (modes), counts, rates with
     Wilson 95 % intervals, a status (``STATUSES``), the first error and medians."""
     frame = conform(frame)
     keys = ["relay_impl", *CELL_KEY]
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for rec in records(frame):
+        groups.setdefault(tuple(rec[k] for k in keys), []).append(rec)
     rows: list[dict[str, Any]] = []
-    if len(frame):
-        for key, group in frame.groupby(keys, dropna=False, sort=False):
-            row: dict[str, Any] = {k: (None if is_na(v) else v) for k, v in zip(keys, key)}
-            outcome = group["outcome"]
-            expected_per_trial = group["expected"]
-            trials = len(group)
-            known = outcome.notna()
-            judged = known & expected_per_trial.notna()
-            as_expected = int((judged & (outcome == expected_per_trial)).fillna(False).sum())
-            mismatched = int((judged & (outcome != expected_per_trial)).fillna(False).sum())
-            connected = int((known & (outcome != "fail")).fillna(False).sum())
-            lab_errors = int((~known).sum())
-            expected = outcome_mode(expected_per_trial)
-            observed = outcome_mode(outcome)
-            success = wilson_interval(connected, trials)
-            passed = wilson_interval(as_expected, trials)
-            counts = Counter(str(v) if not is_na(v) else "NA" for v in outcome)
-            row.update(
-                relay_version=_first(group["relay_version"]),
-                trials=trials,
-                expected=expected,
-                observed=observed,
-                outcomes=", ".join(
-                    f"{name} {n}"
-                    for name, n in sorted(counts.items(), key=lambda kv: -LADDER.get(kv[0], -1))
-                ),
-                connected=connected,
-                as_expected=as_expected,
-                mismatched=mismatched,
-                lab_errors=lab_errors,
-                success_rate=connected / trials,
-                success_low=success[0] if success else None,
-                success_high=success[1] if success else None,
-                pass_rate=as_expected / trials,
-                pass_low=passed[0] if passed else None,
-                pass_high=passed[1] if passed else None,
-                status=_status(trials, expected, observed, as_expected, lab_errors),
-                error=_first(group["error"]),
-                time_to_connect_s=_median(group["time_to_connect_s"]),
-                throughput_mbps=_median(group["throughput_mbps"]),
-            )
-            rows.append(row)
+    for key, group in groups.items():
+        row: dict[str, Any] = dict(zip(keys, key, strict=True))
+        trials = len(group)
+        outcomes = [r["outcome"] for r in group]
+        judged = [r for r in group if r["outcome"] is not None and r["expected"] is not None]
+        as_expected = sum(r["outcome"] == r["expected"] for r in judged)
+        mismatched = len(judged) - as_expected
+        connected = sum(o is not None and o != "fail" for o in outcomes)
+        lab_errors = sum(o is None for o in outcomes)
+        expected = outcome_mode(r["expected"] for r in group)
+        observed = outcome_mode(outcomes)
+        success = wilson_interval(connected, trials)
+        passed = wilson_interval(as_expected, trials)
+        counts = Counter("NA" if o is None else o for o in outcomes)
+        row.update(
+            relay_version=_first(r["relay_version"] for r in group),
+            trials=trials,
+            expected=expected,
+            observed=observed,
+            outcomes=", ".join(
+                f"{name} {n}"
+                for name, n in sorted(counts.items(), key=lambda kv: -LADDER.get(kv[0], -1))
+            ),
+            connected=connected,
+            as_expected=as_expected,
+            mismatched=mismatched,
+            lab_errors=lab_errors,
+            success_rate=connected / trials,
+            success_low=success[0] if success else None,
+            success_high=success[1] if success else None,
+            pass_rate=as_expected / trials,
+            pass_low=passed[0] if passed else None,
+            pass_high=passed[1] if passed else None,
+            status=_status(trials, expected, observed, as_expected, lab_errors),
+            error=_first(r["error"] for r in group),
+            time_to_connect_s=_median([r["time_to_connect_s"] for r in group]),
+            throughput_mbps=_median([r["throughput_mbps"] for r in group]),
+        )
+        rows.append(row)
     rows.sort(key=_cell_sort_key)
     table = pd.DataFrame(rows, columns=list(CELL_COLUMNS))
     for column in ("trials", "connected", "as_expected", "mismatched", "lab_errors"):
@@ -220,11 +227,11 @@ def problems_first(cells: pd.DataFrame) -> pd.DataFrame:
 
 
 def cell_label(row: Any) -> str:
-    """``nat_a × nat_b`` plus whatever differs from the defaults (firewalls, ICE policy,
-    topology), for lists and logs."""
+    """The NAT pair ("nat_a x nat_b", with a multiplication sign) plus whatever differs from
+    the defaults (firewalls, ICE policy, topology), for lists and logs."""
     nat_a = "NA" if is_na(row["nat_a"]) else row["nat_a"]
     nat_b = "NA" if is_na(row["nat_b"]) else row["nat_b"]
-    parts = [f"{nat_a} × {nat_b}"]
+    parts = [f"{nat_a} \u00d7 {nat_b}"]
     fw = (row["firewall_a"], row["firewall_b"])
     if any(is_na(f) or f != "open" for f in fw):
         parts.append("fw " + "/".join("NA" if is_na(f) else str(f) for f in fw))
@@ -244,11 +251,11 @@ def truncate(text: Any, width: int) -> str:
     return text if len(text) <= width else text[: width - 1].rstrip() + "…"
 
 
-def totals(frame: pd.DataFrame) -> dict[str, Any]:
+def totals(frame: pd.DataFrame, cells: pd.DataFrame | None = None) -> dict[str, Any]:
     """Headline numbers: trials, cells, relays, as-expected trials (with a Wilson interval),
     mismatching cells, lab errors."""
     frame = conform(frame)
-    cells = cell_table(frame)
+    cells = cell_table(frame) if cells is None else cells
     trials = len(frame)
     judged = frame["outcome"].notna() & frame["expected"].notna()
     as_expected = int((judged & (frame["outcome"] == frame["expected"])).fillna(False).sum())
@@ -269,17 +276,15 @@ def totals(frame: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+def plural(n: int, word: str, many: str | None = None) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {many or word + 's'}"
 
 
 def _md(text: Any) -> str:
     return ("NA" if is_na(text) else str(text)).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown_summary(
-    frame: pd.DataFrame, *, max_listed: int = 30, error_width: int = 80
-) -> str:
+def markdown_summary(frame: pd.DataFrame, *, max_listed: int = 30, error_width: int = 80) -> str:
     """A short markdown summary for CI logs: per relay the cells, trials, cells as expected,
     mismatches and lab errors; then the cells that need attention (mismatch, lab error,
     flaky), each with expected, observed, trials as expected and the error, truncated."""

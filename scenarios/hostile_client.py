@@ -221,7 +221,8 @@ def echoes(datagrams: list[bytes], channel: int) -> dict[str, int]:
 
 
 def control(client: HostileClient, ip_text: str, port: int) -> dict[str, Any]:
-    """The positive control: a permitted public peer running an echo must hear us."""
+    """The positive control: a permitted public peer running an echo must hear us, first
+    through Send indications, then through ChannelData (each phase's echoes counted apart)."""
     ip = ipaddress.ip_address(ip_text)
     client.drain(0.0)  # forget whatever arrived before
     result: dict[str, Any] = {"ip": ip_text, "port": port}
@@ -230,6 +231,7 @@ def control(client: HostileClient, ip_text: str, port: int) -> dict[str, Any]:
     )
     for n in range(REPEATS):
         client.send_indication(ip, port, f"CONTROL Send {n}".encode())
+    result["send_echoes"] = echoes(client.drain(0.5), CONTROL_CHANNEL)
     result["channel_bind"] = describe(
         client.request(
             Method.CHANNEL_BIND, ChannelNumber(CONTROL_CHANNEL), XorPeerAddress(ip, port)
@@ -237,7 +239,7 @@ def control(client: HostileClient, ip_text: str, port: int) -> dict[str, Any]:
     )
     for n in range(REPEATS):
         client.channel_data(CONTROL_CHANNEL, f"CONTROL ChannelData {n}".encode())
-    result["echoes"] = echoes(client.drain(1.0), CONTROL_CHANNEL)
+    result["channel_data_echoes"] = echoes(client.drain(0.5), CONTROL_CHANNEL)
     return result
 
 
@@ -263,9 +265,8 @@ def main(argv: list[str] | None = None) -> int:
         report["allocation"] = f"{relayed.ip}:{relayed.port}"
         targets = json.loads(args.targets)
         for n, target in enumerate(targets):
-            report["results"].append(
-                attempt(client, target["label"], target["ip"], int(target["port"]), CHANNEL_BASE + n)
-            )
+            label, address, peer_port = target["label"], target["ip"], int(target["port"])
+            report["results"].append(attempt(client, label, address, peer_port, CHANNEL_BASE + n))
         report["unexpected_inbound"] = len(client.drain(0.5))
         if args.control:
             ip, _, cport = args.control.rpartition(":")

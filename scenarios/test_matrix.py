@@ -26,7 +26,9 @@ JOBS = 3
 
 
 @pytest.fixture(scope="module")
-def matrix_rows(scenario_workdir: Path, record_rows: Any, run_id: str) -> dict[tuple[str, ...], Any]:
+def matrix_rows(
+    scenario_workdir: Path, record_rows: Any, run_id: str
+) -> dict[tuple[str, ...], Any]:
     relays = [r for r in RELAYS if r == "inrepo" or shutil.which("turnserver")]
     cells = default_matrix(relays=relays, modes=MODES, run_id=run_id)
     rows = MatrixRunner(scenario_workdir / "matrix", jobs=JOBS).run(cells)
@@ -37,8 +39,10 @@ def matrix_rows(scenario_workdir: Path, record_rows: Any, run_id: str) -> dict[t
     print()
     for (relay, scenario, a, b), (_, row) in sorted(table.items()):
         mark = "ok " if row["outcome"] == row["expected"] else "XX "
-        print(f"{mark}{relay:7} {scenario:12} {a:>21} x {b:<21} expected {row['expected']:<10} "
-              f"observed {row['outcome']} {row.get('path') or ''}")
+        print(
+            f"{mark}{relay:7} {scenario:12} {a:>21} x {b:<21} expected {row['expected']:<10} "
+            f"observed {row['outcome']} {row.get('path') or ''}"
+        )
     return table
 
 

@@ -74,7 +74,13 @@ def relay_command(spec: RelaySpec, log_file: Path) -> list[str]:
         # STUN/TURN, which is how coturn serves TURN over UDP on 443 (seed 000)
         argv += ["--no-cli", "--pidfile", str(log_file.with_suffix(".pid"))]
     if spec.config_file:
-        return [*argv, "-c", spec.config_file, *spec.extra_flags]
+        # the file as written; only what a lab cell needs on top of it comes as flags
+        argv += ["-c", spec.config_file]
+        if spec.impl == "inrepo" and spec.udp_443:
+            argv += ["--extra-udp-port", str(spec.tls_port)]
+        argv += [f"--denied-peer-ip={ip}" for ip in spec.denied_peer_ips]
+        argv += [f"--allowed-peer-ip={ip}" for ip in spec.allowed_peer_ips]
+        return [*argv, *spec.extra_flags]
     argv += ["-n", "-p", str(spec.port), "--min-port", str(spec.min_port)]
     argv += ["--max-port", str(spec.max_port), "-r", spec.realm, "--fingerprint"]
     argv += ["--use-auth-secret", "--static-auth-secret", spec.secret]

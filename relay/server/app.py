@@ -19,6 +19,8 @@ from relay.server.relay_sockets import SocketRelayPorts
 from relay.turn.addresses import Address, FiveTuple, Transport
 from relay.turn.core import TurnCore
 from relay.turn.effects import Effect, SendToClient, SendToPeer
+from relay.turn.ports import ReservationBook
+from relay.turn.quota import QuotaLedger
 
 log = logging.getLogger("relay")
 
@@ -29,7 +31,10 @@ TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
 class RelayServer:
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(
+        self, options: ServerOptions, *, reuse_port: bool = False, nonce_secret: bytes | None = None
+    ) -> None:
+        self.nonce_secret = nonce_secret
         self.options = options
         self.core: TurnCore | None = None
         self.ports: SocketRelayPorts | None = None
@@ -41,6 +46,11 @@ class RelayServer:
         self._tick_task: asyncio.Task[None] | None = None
         self._own_counters: Counter[str] = Counter()
         self.metrics: MetricsEndpoint | None = None
+        self.reuse_port = reuse_port
+        # worker mode: a quota ledger and a reservation book shared across processes
+        self.quota: QuotaLedger | None = None
+        self.reservations: ReservationBook | None = None
+        self._channel_first_byte_max = 0x7F
         self.metrics_address: Address | None = None
 
     # ------------------------------------------------------------------ state
@@ -78,9 +88,16 @@ class RelayServer:
         opts = self.options
         _raise_fd_limit()
         self.ports = SocketRelayPorts(
-            loop, opts.relay_hosts, opts.min_port, opts.max_port, self.peer_data
+            loop,
+            opts.relay_hosts,
+            opts.min_port,
+            opts.max_port,
+            self.peer_data,
+            hold_reserved=self.reservations is None,
         )
-        self.core = TurnCore(opts.turn_config(), self.ports)
+        config = opts.turn_config(nonce_secret=self.nonce_secret)
+        self.core = TurnCore(config, self.ports, self.quota, self.reservations)
+        self._channel_first_byte_max = self.core.config.channel_max >> 8
         if not opts.no_tls:
             self.tls_context = tls.server_context(opts) if opts.cert else None
             if self.tls_context is None:
@@ -105,9 +122,8 @@ class RelayServer:
         self._tick_task = loop.create_task(self._ticker())
 
     async def _listen_udp(self, ip: str, port: int) -> None:
-        loop = asyncio.get_running_loop()
-        listener = UdpListener(self)
-        await loop.create_datagram_endpoint(lambda: listener, local_addr=(ip, port))
+        listener = UdpListener.bind(self, ip, port, reuse_port=self.reuse_port)
+        listener.start(asyncio.get_running_loop())
         self.udp[listener.local] = listener
         self.listening.append(("udp", listener.local))
         log.info("listening udp %s:%d", *listener.local)
@@ -122,6 +138,7 @@ class RelayServer:
             ssl=self.tls_context if kind is Transport.TLS else None,
             ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if kind is Transport.TLS else None,
             reuse_address=True,
+            reuse_port=self.reuse_port or None,
             backlog=1024,
         )
         self.stream_servers.append(server)
@@ -152,14 +169,26 @@ class RelayServer:
         for server in self.stream_servers:
             await server.wait_closed()
         self.stream_servers.clear()
+        loop = asyncio.get_running_loop()
         for listener in self.udp.values():
-            if listener.transport is not None:
-                listener.transport.close()
+            listener.close(loop)
         self.udp.clear()
         if self.ports is not None:
             self.ports.close_all()
 
     # ------------------------------------------------------------------ data paths
+
+    def client_datagram(self, listener: UdpListener, five_tuple: FiveTuple, data: bytes) -> None:
+        """The UDP packet path: ChannelData goes straight through the core's fast path."""
+        core = self.core
+        assert core is not None
+        if data and 0x40 <= data[0] <= self._channel_first_byte_max:
+            hop = core.relay_channel_data(time.time(), five_tuple, data)
+            if hop is not None:
+                assert self.ports is not None
+                self.ports.send(*hop)
+            return
+        self.client_data(five_tuple, data)
 
     def client_data(self, five_tuple: FiveTuple, data: bytes) -> None:
         assert self.core is not None
@@ -169,8 +198,20 @@ class RelayServer:
         self._run(self.core.handle_client(time.time(), five_tuple, data))
 
     def peer_data(self, relay: Address, peer: Address, data: bytes) -> None:
-        assert self.core is not None
-        self._run(self.core.handle_peer(time.time(), relay, peer, data))
+        core = self.core
+        assert core is not None
+        hop = core.relay_to_client(time.time(), relay, peer, data)
+        if hop is None:
+            return
+        five_tuple, frame = hop
+        if five_tuple.transport is Transport.UDP:
+            listener = self.udp.get(five_tuple.server)
+            if listener is not None:
+                listener.send(frame, five_tuple.client)
+                return
+            self._own_counters["client_send_dropped"] += 1
+            return
+        self._send_to_client(SendToClient(five_tuple, frame))
 
     def _run(self, effects: list[Effect]) -> None:
         for effect in effects:

@@ -14,9 +14,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from relay.server.app import RelayServer
@@ -32,6 +33,8 @@ from relay.server.config_file import (
     options_from_config,
 )
 from relay.server.options import OptionsError, ServerOptions
+from relay.turn.ports import ReservationBook
+from relay.turn.quota import QuotaLedger
 
 log = logging.getLogger("relay")
 
@@ -87,6 +90,8 @@ FLAGS: list[tuple[str, list[tuple[str, str, str | None, str]]]] = [
     ]),
     ("limits and lifetimes (seconds)", [
         ("-q", "user-quota", "N", "allocations per user (0: no limit)"),
+        ("-m", "relay-threads", "N",
+         "worker processes sharing the ports with SO_REUSEPORT (0: one per CPU; default 1)"),
         ("-Q", "total-quota", "N", "allocations in total (0: no limit)"),
         ("", "stale-nonce", "S", "nonce lifetime (default and bare flag: 600)"),
         ("", "max-allocate-lifetime", "S", "longest allocation lifetime (default: 3600)"),
@@ -108,7 +113,7 @@ FLAGS: list[tuple[str, list[tuple[str, str, str | None, str]]]] = [
 # keys whose flag takes an optional value (coturn: a bare --stale-nonce means 600)
 OPTIONAL_VALUE = frozenset({"stale-nonce", "max-allocate-lifetime", "channel-lifetime",
                             "permission-lifetime"})  # fmt: skip
-SHORT_IGNORED = {"relay-threads": "-m"}
+SHORT_IGNORED: dict[str, str] = {}
 
 
 class _Record(argparse.Action):
@@ -212,8 +217,18 @@ def setup_logging(options: ServerOptions) -> None:
         logging.getLogger("relay.config").info("log-file syslog: ignored, logging to stderr")
 
 
-async def serve(options: ServerOptions) -> None:
-    server = RelayServer(options)
+async def serve(
+    options: ServerOptions,
+    *,
+    reuse_port: bool = False,
+    quota: QuotaLedger | None = None,
+    reservations: ReservationBook | None = None,
+    nonce_secret: bytes | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    server = RelayServer(options, reuse_port=reuse_port, nonce_secret=nonce_secret)
+    server.quota = quota
+    server.reservations = reservations
     await server.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -221,7 +236,11 @@ async def serve(options: ServerOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
     loop.add_signal_handler(signal.SIGUSR2, _reload_tls, server)  # coturn's convention
     addresses = " ".join(f"{kind} {h}:{p}" for kind, (h, p) in server.listening)
-    log.info("ready: %s (relay %s)", addresses, ",".join(options.relay_hosts))
+    if on_ready is None:
+        log.info("ready: %s (relay %s)", addresses, ",".join(options.relay_hosts))
+    else:  # a worker: the parent says "ready" once every worker has bound its sockets
+        log.info("worker %d listening: %s", os.getpid(), addresses)
+        on_ready()
     try:
         await stop.wait()
     finally:
@@ -267,8 +286,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config_messages(config)
     for key in dict.fromkeys(key for key, _ in args.ignored):
         logging.getLogger("relay.config").info("--%s: ignored (no effect in natlab's relay)", key)
+    workers = options.relay_threads or os.cpu_count() or 1
+    if workers > 1:
+        from relay.server.workers import serve_workers
+
+        return serve_workers(options, workers)
     try:
-        asyncio.run(serve(options))
+        run_loop(serve(options))
     except (OSError, OptionsError) as err:
         return _fail(f"relay: cannot start: {err}")
     return 0
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """asyncio.run, on uvloop when it is installed (a faster event loop, same semantics)."""
+    try:
+        import uvloop  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)

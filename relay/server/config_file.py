@@ -47,7 +47,7 @@ IGNORED_KEYS = frozenset(
         "simple-log", "no-stdout-log", "syslog", "syslog-facility", "log-min-level",
         "new-log-timestamp", "new-log-timestamp-format", "log-binding",
         "pidfile", "proc-user", "proc-group", "daemon",
-        "mobility", "relay-threads", "cpus", "sock-buf-size", "server-name",
+        "mobility", "cpus", "sock-buf-size", "server-name",
         "no-tcp-relay",  # there is no RFC 6062 TCP relaying to switch off
         "web-admin", "web-admin-ip", "web-admin-port", "web-admin-listen-on-workers",
     }
@@ -58,7 +58,7 @@ IGNORED_WITH_VALUE = frozenset(
     {
         "cli-ip", "cli-port", "cli-password", "cli-max-output-sessions", "dh-file",
         "ec-curve-name", "CA-file", "syslog-facility", "log-min-level",
-        "new-log-timestamp-format", "pidfile", "proc-user", "proc-group", "relay-threads",
+        "new-log-timestamp-format", "pidfile", "proc-user", "proc-group",
         "cpus", "sock-buf-size", "server-name", "web-admin-ip", "web-admin-port",
     }
 )  # fmt: skip
@@ -243,6 +243,7 @@ KEYS: dict[str, Key] = {
     # limits and lifetimes
     "user-quota": Key("user_quota", _count),
     "total-quota": Key("total_quota", _count),
+    "relay-threads": Key("relay_threads", _count),
     "stale-nonce": Key("stale_nonce", _seconds(600)),
     "max-allocate-lifetime": Key("max_allocate_lifetime", _seconds(3600)),
     "channel-lifetime": Key("channel_lifetime", _seconds(600)),

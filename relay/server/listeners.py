@@ -9,7 +9,9 @@ the server buffer without limit.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import socket
 import time
 from typing import TYPE_CHECKING, Any, cast
 
@@ -24,35 +26,71 @@ log = logging.getLogger("relay.listeners")
 
 MAX_STREAM_FRAME = 65535 + 20  # largest STUN message or ChannelData frame (RFC 8656 §12.5)
 MAX_WRITE_BUFFER = 1 << 20  # bytes queued to a client before relayed data is dropped
+READS_PER_WAKEUP = 64  # bound the work one readable socket can take from the loop
+RECV_SIZE = 65536
 
 
 def _address(sockname: tuple[Any, ...]) -> Address:
     return (canonical_host(sockname[0]), sockname[1])
 
 
-class UdpListener(asyncio.DatagramProtocol):
-    """One UDP listening address: every datagram goes to the core with its 5-tuple."""
+class UdpListener:
+    """One UDP listening socket, read with ``loop.add_reader``: a burst of datagrams is handled
+    in one wakeup, without asyncio's per-datagram transport machinery (the packet path)."""
 
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, server: RelayServer, sock: socket.socket, reuse_port: bool = False) -> None:
         self.server = server
-        self.transport: asyncio.DatagramTransport | None = None
-        self.local: Address = ("", 0)
+        self.sock = sock
+        self.local: Address = _address(sock.getsockname())
+        self._v6 = sock.family == socket.AF_INET6
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # typed loosely: CPython's selector datagram transport is no DatagramTransport subclass
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.local = _address(transport.get_extra_info("sockname"))
+    @classmethod
+    def bind(cls, server: RelayServer, ip: str, port: int, reuse_port: bool = False) -> UdpListener:
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            if reuse_port:  # worker processes share the port; the kernel hashes 4-tuples
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((ip, port))
+        except OSError:
+            sock.close()
+            raise
+        return cls(server, sock)
 
-    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        five_tuple = FiveTuple((canonical_host(addr[0]), addr[1]), self.local, Transport.UDP)
-        self.server.client_data(five_tuple, data)
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        loop.add_reader(self.sock.fileno(), self._readable)
 
-    def error_received(self, exc: Exception) -> None:
-        log.debug("udp listener %s: %s", self.local, exc)
+    def close(self, loop: asyncio.AbstractEventLoop) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            loop.remove_reader(self.sock.fileno())
+        self.sock.close()
+
+    def _readable(self) -> None:
+        recv = self.sock.recvfrom
+        handle = self.server.client_datagram
+        local = self.local
+        for _ in range(READS_PER_WAKEUP):
+            try:
+                data, addr = recv(RECV_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # ICMP errors surface here on Linux; not fatal
+                log.debug("udp listener %s: %s", local, err)
+                continue
+            host = canonical_host(addr[0]) if self._v6 else addr[0]
+            handle(self, FiveTuple((host, addr[1]), local, Transport.UDP), data)
 
     def send(self, data: bytes, client: Address) -> None:
-        if self.transport is not None:
-            self.transport.sendto(data, client)
+        try:
+            self.sock.sendto(data, client)
+        except (BlockingIOError, InterruptedError):
+            self.server.count("client_send_dropped")  # UDP: a full buffer is loss
+        except OSError as err:
+            self.server.count("client_send_dropped")
+            log.debug("udp send to %s failed: %s", client, err)
 
 
 class StreamConnection(asyncio.Protocol):

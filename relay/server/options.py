@@ -66,6 +66,9 @@ class ServerOptions:
     log_file: str | None = None
     idle_timeout: float = 60.0  # seconds a stream may stay silent before it is closed
     max_connections: int = 4096
+    # coturn's relay-threads: here worker processes sharing the listening ports with
+    # SO_REUSEPORT (0 = one per CPU); 1 = a single process
+    relay_threads: int = 1
 
     def __post_init__(self) -> None:
         if not self.listening_ips:
@@ -84,6 +87,8 @@ class ServerOptions:
         for port in (self.tls_listening_port, self.alt_listening_port, *self.extra_udp_ports):
             if not 0 <= port <= 65535:
                 raise OptionsError(f"port {port} out of range")
+        if self.relay_threads < 0:
+            raise OptionsError("relay-threads must be >= 0")
         if self.use_auth_secret and not self.static_auth_secrets:
             raise OptionsError("use-auth-secret needs static-auth-secret")
         try:
@@ -143,12 +148,14 @@ class ServerOptions:
             return None
         return parts[0] if len(parts) == 1 else CombinedAuth(tuple(parts))
 
-    def turn_config(self) -> TurnConfig:
+    def turn_config(self, nonce_secret: bytes | None = None) -> TurnConfig:
+        """The core's config; workers share one ``nonce_secret`` so any of them accepts a
+        nonce another issued (the kernel's reuseport hash moves when a worker restarts)."""
         return TurnConfig(
             realm=self.realm,
             authenticator=self.authenticator(),
             nonces=NonceFactory(
-                secret=secrets.token_bytes(32),
+                secret=nonce_secret or secrets.token_bytes(32),
                 lifetime=self.stale_nonce,
                 features=FEATURE_PASSWORD_ALGORITHMS,
             ),

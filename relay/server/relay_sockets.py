@@ -35,8 +35,13 @@ class SocketRelayPorts:
         min_port: int,
         max_port: int,
         on_peer_datagram: PeerCallback,
+        *,
+        hold_reserved: bool = True,
     ) -> None:
         self.loop = loop
+        # worker mode: a reserved port is only marked taken, not held, so that the worker the
+        # claiming Allocate reaches can bind it (the bind itself then decides who owns it)
+        self.hold_reserved = hold_reserved
         self.hosts = {host_family(h): h for h in reversed(relay_hosts)}  # first per family wins
         self.pools = {h: PortPool(min_port, max_port) for h in self.hosts.values()}
         self.on_peer_datagram = on_peer_datagram
@@ -80,12 +85,17 @@ class SocketRelayPorts:
             if second is not None:
                 pool.take(port + 1)
                 reserved = (host, port + 1)
-                self.reserved[reserved] = second
+                if self.hold_reserved:
+                    self.reserved[reserved] = second
+                else:
+                    second.close()
             return RelayGrant(address, reserved)
         return None
 
     def open_reserved(self, address: Address) -> bool:
         sock = self.reserved.pop(address, None)
+        if sock is None and not self.hold_reserved and address[0] in self.pools:
+            sock = self._bind(*address)  # reserved by another worker, left unbound for us
         if sock is None:
             return False
         self._start(address, sock)

@@ -6,7 +6,6 @@ slotted dataclasses, owned by one ``AllocationTable``.
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from relay.turn.addresses import Address, FiveTuple
@@ -19,6 +18,7 @@ class ChannelBinding:
     number: int
     peer: Address
     expires: float
+    relay: Address  # the allocation's relayed address of the peer's family
 
     def usable(self, now: float) -> bool:
         return now < self.expires
@@ -65,12 +65,11 @@ class Allocation:
 
 
 class AllocationTable:
-    """Allocations by 5-tuple and by relayed address, with per-user counts for quotas."""
+    """Allocations by 5-tuple and by relayed address (quotas are counted by relay.turn.quota)."""
 
     def __init__(self) -> None:
         self.by_five_tuple: dict[FiveTuple, Allocation] = {}
         self.by_relay: dict[Address, Allocation] = {}
-        self.per_user: Counter[str] = Counter()
 
     def __len__(self) -> int:
         return len(self.by_five_tuple)
@@ -79,15 +78,11 @@ class AllocationTable:
         self.by_five_tuple[allocation.five_tuple] = allocation
         for relay in allocation.relays:
             self.by_relay[relay] = allocation
-        self.per_user[allocation.quota_identity] += 1
 
     def remove(self, allocation: Allocation) -> None:
         self.by_five_tuple.pop(allocation.five_tuple, None)
         for relay in allocation.relays:
             self.by_relay.pop(relay, None)
-        self.per_user[allocation.quota_identity] -= 1
-        if self.per_user[allocation.quota_identity] <= 0:
-            del self.per_user[allocation.quota_identity]
 
     def expired(self, now: float) -> list[Allocation]:
         return [a for a in self.by_five_tuple.values() if a.expires <= now]

@@ -9,7 +9,9 @@ turns it into the ERROR-CODE answer, in one place.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import secrets
+import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -47,7 +49,7 @@ from relay.stun.attributes import (
     XorPeerAddress,
     XorRelayedAddress,
 )
-from relay.stun.channeldata import ChannelData, decode_channel_data, is_channel_data
+from relay.stun.channeldata import is_channel_data
 from relay.stun.constants import (
     CHANNEL_MIN,
     NONCE_COOKIE,
@@ -61,14 +63,15 @@ from relay.stun.constants import (
 from relay.stun.errors import StunDecodeError
 from relay.stun.integrity import verify_integrity, verify_integrity_sha256
 from relay.stun.message import Message, decode_message, encode_message
-from relay.turn.addresses import Address, FiveTuple, family_of
+from relay.turn.addresses import Address, FiveTuple, Transport, family_of
 from relay.turn.allocation import Allocation, AllocationTable, ChannelBinding
 from relay.turn.auth import quota_identity
 from relay.turn.config import RESERVATION_LIFETIME, TurnConfig
 from relay.turn.effects import Effect, SendToClient, SendToPeer
 from relay.turn.errors import ProtocolError
 from relay.turn.nonce import FEATURE_PASSWORD_ALGORITHMS
-from relay.turn.ports import RelayPorts
+from relay.turn.ports import RelayPorts, ReservationBook
+from relay.turn.quota import LocalQuota, QuotaLedger
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,15 +89,26 @@ class Reservation:
     expires: float
 
 
+log = logging.getLogger("relay.turn")  # structured lines: "event key=value ..."
+_CHANNEL_HEADER = struct.Struct("!HH")  # RFC 8656 §12.4: channel number, length
+
 Handler = Callable[["TurnCore", float, FiveTuple, Message], list[Effect]]
 
 
 class TurnCore:
     """All allocations of one server (or one worker), driven by ``handle_*`` and ``tick``."""
 
-    def __init__(self, config: TurnConfig, ports: RelayPorts) -> None:
+    def __init__(
+        self,
+        config: TurnConfig,
+        ports: RelayPorts,
+        quota: QuotaLedger | None = None,
+        shared_reservations: ReservationBook | None = None,
+    ) -> None:
+        self.shared_reservations = shared_reservations
         self.config = config
         self.ports = ports
+        self.quota = quota or LocalQuota(config.user_quota, config.total_quota)
         self.allocations = AllocationTable()
         self.reservations: dict[bytes, Reservation] = {}
         self.counters: Counter[str] = Counter()
@@ -107,7 +121,8 @@ class TurnCore:
     def handle_client(self, now: float, five_tuple: FiveTuple, data: bytes) -> list[Effect]:
         """Bytes from a client: one datagram, or one frame cut from a stream."""
         if is_channel_data(data, channel_max=self.config.channel_max):
-            return self._client_channel_data(now, five_tuple, data)
+            hop = self.relay_channel_data(now, five_tuple, data)
+            return [SendToPeer(*hop)] if hop is not None else []
         try:
             message = decode_message(data)
         except StunDecodeError:
@@ -137,37 +152,77 @@ class TurnCore:
 
     def handle_peer(self, now: float, relay: Address, peer: Address, data: bytes) -> list[Effect]:
         """A UDP datagram from a peer on a relayed transport address (RFC 8656 §11.3, §12.7)."""
+        hop = self.relay_to_client(now, relay, peer, data)
+        return [SendToClient(*hop)] if hop is not None else []
+
+    # ------------------------------------------------------------------ fast paths
+    # The two per-packet paths return plain tuples instead of effect lists, and the shell
+    # calls them directly: no STUN decoding, no dataclass per packet (issue "Performance").
+
+    def relay_channel_data(
+        self, now: float, five_tuple: FiveTuple, data: bytes
+    ) -> tuple[Address, Address, bytes] | None:
+        """RFC 8656 §12.6: ChannelData from a client -> (relay, peer, payload), or None when
+        the frame is dropped (and counted)."""
+        counters = self.counters
+        if len(data) < 4:
+            counters["malformed_dropped"] += 1
+            return None
+        number = (data[0] << 8) | data[1]
+        length = (data[2] << 8) | data[3]
+        if length > len(data) - 4 or number > self.config.channel_max:
+            counters["malformed_dropped"] += 1  # §12.4: too short for its length field
+            return None
+        allocation = self.allocations.by_five_tuple.get(five_tuple)
+        binding = allocation.channels.get(number) if allocation is not None else None
+        if binding is None or now >= binding.expires:
+            counters["channel_unbound_dropped"] += 1
+            return None
+        peer = binding.peer
+        expiry = allocation.permissions.get(peer[0]) if allocation is not None else None
+        if expiry is None or now >= expiry:
+            counters["send_no_permission_dropped"] += 1
+            return None
+        counters["relayed_to_peer_packets"] += 1
+        counters["relayed_to_peer_bytes"] += length
+        return binding.relay, peer, data[4 : 4 + length]
+
+    def relay_to_client(
+        self, now: float, relay: Address, peer: Address, data: bytes
+    ) -> tuple[FiveTuple, bytes] | None:
+        """A peer's datagram -> (client 5-tuple, ChannelData or Data indication), or None."""
+        counters = self.counters
         allocation = self.allocations.by_relay.get(relay)
         if allocation is None or now >= allocation.expires:
-            self.counters["peer_no_allocation_dropped"] += 1
-            return []
+            counters["peer_no_allocation_dropped"] += 1
+            return None
         # RFC 8656 §9: only peers with a permission may reach the client
-        if not allocation.permitted(peer[0], now):
-            self.counters["peer_no_permission_dropped"] += 1
-            return []
-        if len(data) > self.config.max_payload:
-            self.counters["oversize_dropped"] += 1
-            return []
-        self.counters["relayed_to_client_packets"] += 1
-        self.counters["relayed_to_client_bytes"] += len(data)
-        binding = allocation.channel_for_peer(peer, now)
-        stream = allocation.five_tuple.transport.is_stream
-        if binding is not None:
+        expiry = allocation.permissions.get(peer[0])
+        if expiry is None or now >= expiry:
+            counters["peer_no_permission_dropped"] += 1
+            return None
+        size = len(data)
+        if size > self.config.max_payload:
+            counters["oversize_dropped"] += 1
+            return None
+        counters["relayed_to_client_packets"] += 1
+        counters["relayed_to_client_bytes"] += size
+        five_tuple = allocation.five_tuple
+        binding = allocation.peer_channels.get(peer)
+        if binding is not None and now < binding.expires:
             # RFC 8656 §12.7: ChannelData, padded to 4 bytes over streams (§12.5)
-            frame = ChannelData(binding.number, data).encode(pad=stream)
-        else:
-            # RFC 8656 §11.3: a Data indication
-            frame = self._encode(
-                Message(
-                    Method.DATA,
-                    MessageClass.INDICATION,
-                    secrets.token_bytes(12),
-                    (XorPeerAddress(_ip(peer[0]), peer[1]), Data(data)),
-                ),
-                None,
-                software=False,
-            )
-        return [SendToClient(allocation.five_tuple, frame)]
+            header = _CHANNEL_HEADER.pack(binding.number, size)
+            if five_tuple.transport is not Transport.UDP and size % 4:
+                return five_tuple, header + data + bytes(4 - size % 4)
+            return five_tuple, header + data
+        # RFC 8656 §11.3: a Data indication
+        indication = Message(
+            Method.DATA,
+            MessageClass.INDICATION,
+            secrets.token_bytes(12),
+            (XorPeerAddress(_ip(peer[0]), peer[1]), Data(data)),
+        )
+        return five_tuple, self._encode(indication, None, software=False)
 
     def tick(self, now: float) -> list[Effect]:
         """Expire allocations, permissions, channels and reservations (RFC 8656 §5, §9, §12)."""
@@ -177,6 +232,8 @@ class TurnCore:
             allocation.expire(now)
         for token in [t for t, r in self.reservations.items() if r.expires <= now]:
             self.ports.close(self.reservations.pop(token).address)
+            if self.shared_reservations is not None:
+                self.shared_reservations.take(token, now)
         return []
 
     def close_connection(self, five_tuple: FiveTuple) -> None:
@@ -264,18 +321,41 @@ class TurnCore:
             family = AddressFamily(requested_family.family)
         if family not in families:
             raise ProtocolError(440, f"no relay address of family {family.name}")
-        self._check_quota(auth.username)  # step 7 (486/508 before ports are bound)
+        user = quota_identity(auth.username)
+        self._check_quota(user)  # step 7 (486/508 before ports are bound)
+        try:
+            return self._create_allocation(
+                now, five_tuple, msg, auth, family, families, dont_fragment
+            )
+        except ProtocolError:
+            self.quota.release(user)
+            raise
+
+    def _create_allocation(
+        self,
+        now: float,
+        five_tuple: FiveTuple,
+        msg: Message,
+        auth: AuthContext,
+        family: AddressFamily,
+        families: frozenset[AddressFamily],
+        dont_fragment: bool,
+    ) -> list[Effect]:
+        """RFC 8656 §7.2 steps 6-10, once the request passed every check."""
+        token = msg.get(ReservationToken)
+        even_port = msg.get(EvenPort)
+        additional_family = msg.get(AdditionalAddressFamily)
         lifetime = self._lifetime(msg)
         relays: list[tuple[str, int]] = []
         reserved: tuple[str, int] | None = None
         if token is not None:
             # step 6: a port held back by an earlier EVEN-PORT R=1 Allocate
-            reservation = self.reservations.pop(token.token, None)
-            if reservation is None or reservation.expires <= now:
+            address = self._claim_reservation(token.token, now)
+            if address is None:
                 raise ProtocolError(508, "unknown or expired reservation token")
-            if not self.ports.open_reserved(reservation.address):
+            if not self.ports.open_reserved(address):
                 raise ProtocolError(508, "reserved port is gone")
-            relays.append(reservation.address)
+            relays.append(address)
         else:
             grant = self.ports.open(
                 family,
@@ -306,6 +386,8 @@ class TurnCore:
         if reserved is not None:
             new_token = secrets.token_bytes(8)
             self.reservations[new_token] = Reservation(reserved, now + RESERVATION_LIFETIME)
+            if self.shared_reservations is not None:
+                self.shared_reservations.put(new_token, reserved, now + RESERVATION_LIFETIME)
         allocation = Allocation(
             five_tuple=five_tuple,
             relays=tuple(relays),
@@ -328,6 +410,14 @@ class TurnCore:
         allocation.response = effects[0].data if isinstance(effects[0], SendToClient) else b""
         self.allocations.add(allocation)
         self.counters["allocations_total"] += 1
+        log.info(
+            "allocation created client=%s transport=%s relay=%s user=%s lifetime=%d",
+            _fmt(five_tuple.client),
+            five_tuple.transport.value,
+            ",".join(_fmt(r) for r in relays),
+            auth.username,
+            lifetime,
+        )
         return effects
 
     def handle_refresh(self, now: float, five_tuple: FiveTuple, msg: Message) -> list[Effect]:
@@ -384,7 +474,9 @@ class TurnCore:
         if bound is not None and bound.peer == peer:
             bound.expires = expires
         else:
-            binding = ChannelBinding(number, peer, expires)
+            relay = allocation.relay_for_host(host)
+            assert relay is not None  # the family was checked by _check_peer
+            binding = ChannelBinding(number, peer, expires, relay)
             allocation.channels[number] = binding
             allocation.peer_channels[peer] = binding
             self.counters["channels_bound"] += 1
@@ -405,8 +497,16 @@ class TurnCore:
         if peer_attr is None or data_attr is None:
             self.counters["malformed_dropped"] += 1
             return []
-        if self.config.peer_policy.refusal(peer_attr.ip) is not None:
+        refusal = self.config.peer_policy.refusal(peer_attr.ip)
+        if refusal is not None:
             self.counters["send_refused_dropped"] += 1
+            log.warning(
+                "send refused client=%s user=%s peer=%s reason=%s",
+                _fmt(five_tuple.client),
+                allocation.username,
+                peer_attr.ip,
+                refusal,
+            )
             return []
         host = str(peer_attr.ip)
         relay = allocation.relay_for_host(host)
@@ -434,28 +534,6 @@ class TurnCore:
 
     # ------------------------------------------------------------------ pieces
 
-    def _client_channel_data(self, now: float, five_tuple: FiveTuple, data: bytes) -> list[Effect]:
-        """RFC 8656 §12.6: ChannelData from the client goes to the bound peer."""
-        try:
-            frame = decode_channel_data(data, channel_max=self.config.channel_max)
-        except StunDecodeError:
-            self.counters["malformed_dropped"] += 1
-            return []
-        allocation = self.allocations.by_five_tuple.get(five_tuple)
-        binding = allocation.channels.get(frame.channel) if allocation is not None else None
-        if allocation is None or binding is None or not binding.usable(now):
-            self.counters["channel_unbound_dropped"] += 1
-            return []
-        if not allocation.permitted(binding.peer[0], now):
-            self.counters["send_no_permission_dropped"] += 1
-            return []
-        relay = allocation.relay_for_host(binding.peer[0])
-        if relay is None:  # cannot happen: the family was checked at ChannelBind
-            return []
-        self.counters["relayed_to_peer_packets"] += 1
-        self.counters["relayed_to_peer_bytes"] += len(frame.data)
-        return [SendToPeer(relay, binding.peer, frame.data)]
-
     def _check_peer(self, allocation: Allocation, ip: IPAddress) -> str:
         """Family (RFC 8656 §9.2: 443), then peer policy on the canonical address (403)."""
         host = str(ip)
@@ -465,6 +543,13 @@ class TurnCore:
         reason = self.config.peer_policy.refusal(ip)
         if reason is not None:
             self.counters["peer_refused"] += 1
+            log.warning(
+                "peer refused client=%s user=%s peer=%s reason=%s",
+                _fmt(allocation.five_tuple.client),
+                allocation.username,
+                host,
+                reason,
+            )
             raise ProtocolError(403, f"peer {host} refused: {reason}")
         return host
 
@@ -477,6 +562,16 @@ class TurnCore:
             raise ProtocolError(441, "username differs from the allocation's")
         return allocation
 
+    def _claim_reservation(self, token: bytes, now: float) -> Address | None:
+        """This worker's own reservation, or (worker mode) one another worker issued."""
+        shared = self.shared_reservations
+        local = self.reservations.pop(token, None)
+        if local is not None:
+            if shared is not None:
+                shared.take(token, now)
+            return local.address if local.expires > now else None
+        return shared.take(token, now) if shared is not None else None
+
     def _lifetime(self, msg: Message) -> float:
         """RFC 8656 §7.2 step 9 / §7.3: min(requested, max), never below the default."""
         requested = msg.get(Lifetime)
@@ -485,17 +580,28 @@ class TurnCore:
             return cfg.default_lifetime
         return max(cfg.default_lifetime, min(float(requested.seconds), cfg.max_lifetime))
 
-    def _check_quota(self, username: str) -> None:
-        cfg = self.config
-        if cfg.user_quota and self.allocations.per_user[quota_identity(username)] >= cfg.user_quota:
+    def _check_quota(self, user: str) -> None:
+        refusal = self.quota.acquire(user)
+        if refusal is not None:
+            log.warning("allocation refused user=%s code=%d reason=quota", user, refusal)
+        if refusal == 486:
             self.counters["quota_user_rejected"] += 1
             raise ProtocolError(486, "per-user allocation quota reached")
-        if cfg.total_quota and len(self.allocations) >= cfg.total_quota:
+        if refusal is not None:
             self.counters["quota_total_rejected"] += 1
-            raise ProtocolError(508, "total allocation quota reached")
+            raise ProtocolError(refusal, "total allocation quota reached")
 
     def _delete(self, allocation: Allocation, why: str) -> None:
+        log.info(
+            "allocation deleted client=%s transport=%s relay=%s user=%s reason=%s",
+            _fmt(allocation.five_tuple.client),
+            allocation.five_tuple.transport.value,
+            ",".join(_fmt(r) for r in allocation.relays),
+            allocation.username,
+            why.replace(" ", "-"),
+        )
         self.allocations.remove(allocation)
+        self.quota.release(allocation.quota_identity)
         for relay in allocation.relays:
             self.ports.close(relay)
         self.counters["allocations_deleted"] += 1
@@ -563,6 +669,7 @@ class TurnCore:
         return (Realm(self.config.realm), Nonce(nonce), self._password_algorithms)
 
     def _auth_failed(self, reason: str) -> None:
+        log.info("auth failed reason=%s", reason)
         self.counters["auth_failed"] += 1
         self.counters[f"auth_failed:{reason}"] += 1
 
@@ -620,3 +727,8 @@ class TurnCore:
 
 def _ip(host: str) -> IPAddress:
     return ipaddress.ip_address(host)
+
+
+def _fmt(address: Address) -> str:
+    host, port = address
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -47,6 +47,15 @@ class RelayPorts(Protocol):
     def families(self) -> frozenset[AddressFamily]: ...
 
 
+class ReservationBook(Protocol):
+    """RESERVATION-TOKENs visible to every worker process (RFC 8656 §7.2 step 6): the Allocate
+    that claims a token may reach another worker than the one that issued it."""
+
+    def put(self, token: bytes, address: Address, expires: float) -> None: ...
+
+    def take(self, token: bytes, now: float) -> Address | None: ...
+
+
 class PortPool:
     """Free ports of ``[min_port, max_port]``, handed out from a random start (RFC 8656 §7.2)."""
 
