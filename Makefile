@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 			--no-install-recommends $$missing; \
 	fi
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[test]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,fast]'
 	@touch $(STAMP)
 
 test: setup

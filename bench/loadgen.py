@@ -74,7 +74,9 @@ def channel_data(payload: bytes, channel: int = CHANNEL) -> bytes:
 
 def send_indication(peer: Address, payload: bytes) -> bytes:
     ip = ipaddress.ip_address(peer[0])
-    msg = Message.indication(Method.SEND, os.urandom(12), XorPeerAddress(ip, peer[1]), Data(payload))
+    msg = Message.indication(
+        Method.SEND, os.urandom(12), XorPeerAddress(ip, peer[1]), Data(payload)
+    )
     return encode_message(msg)
 
 
@@ -166,7 +168,9 @@ class LoadGen:
 
     # ------------------------------------------------------------------ setup
 
-    def setup(self, mode: str, server: Address | None, peer: Address, secret: str) -> dict[str, Any]:
+    def setup(
+        self, mode: str, server: Address | None, peer: Address, secret: str
+    ) -> dict[str, Any]:
         if self.sock is not None:
             self.sock.close()
         self.mode, self.peer = mode, peer

@@ -382,8 +382,9 @@ class Harness:
         self.all_cpus = set(range(ncpu))
         self.sink: LineProcess | None = None
         self.gens: list[LineProcess] = []
-        self.relay: subprocess.Popen[bytes] | None = None
-        self.relay_pids: list[int] = []
+        self.relays: dict[str, subprocess.Popen[bytes]] = {}  # impl -> process
+        self.relay_pids: dict[str, list[int]] = {}  # impl -> its process tree
+        self.ports: dict[str, int] = {}  # impl -> listening port
         self.data = Measurements()
         self.trials: list[dict[str, Any]] = []
 
@@ -399,7 +400,7 @@ class Harness:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop_relay()
+        self.stop_relays()
         for gen in self.gens:
             gen.stop()
         self.gens.clear()
@@ -421,40 +422,51 @@ class Harness:
             with contextlib.suppress(OSError):
                 os.sched_setaffinity(proc.pid, cpus)
 
-    def start_relay(self, impl: str, threads: int) -> None:
-        self.stop_relay()
-        log = self.workdir / f"relay-{impl}.log"
-        with contextlib.suppress(OSError):
-            log.unlink()
-        argv = self.hosts.argv("relay", relay_argv(impl, self.hosts, threads, log))
-        cpus = self.relay_cpus if self.pinned and threads == 1 else None
-        err = (self.workdir / f"relay-{impl}.err").open("wb")
-        self.relay = subprocess.Popen(
-            argv, stdout=subprocess.DEVNULL, stderr=err, preexec_fn=_child_setup(cpus), cwd=REPO
-        )
+    def start_relays(self, impls: Sequence[str], threads: int) -> None:
+        """Start the relays side by side (one listening port each), so that a case can be
+        measured on each back to back; an idle relay costs the other nothing."""
+        self.stop_relays()
+        for i, impl in enumerate(impls):
+            port = self.hosts.relay_port + i if not self.hosts.loopback else _free_udp_port()
+            self.ports[impl] = port
+            log = self.workdir / f"relay-{impl}.log"
+            with contextlib.suppress(OSError):
+                log.unlink()
+            hosts = replace(self.hosts, relay_port=port)
+            argv = self.hosts.argv("relay", relay_argv(impl, hosts, threads, log))
+            cpus = self.relay_cpus if self.pinned and threads == 1 else None
+            err = (self.workdir / f"relay-{impl}.err").open("wb")
+            self.relays[impl] = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                preexec_fn=_child_setup(cpus),
+                cwd=REPO,
+            )
         self.pin_load(threads == 1)
         gen = self.generators(1)[0]
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if self.relay.poll() is not None:
-                raise BenchError(f"{impl} exited at start: {' '.join(argv)}")
-            try:
-                gen.call({"cmd": "ping", "server": self._server()}, timeout=5)
-                break
-            except BenchError:
-                if time.monotonic() > deadline:
-                    raise
+        for impl, proc in self.relays.items():
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while True:
+                if proc.poll() is not None:
+                    raise BenchError(f"{impl} exited at start: {' '.join(map(str, proc.args))}")
+                try:
+                    gen.call({"cmd": "ping", "server": self._server(impl)}, timeout=5)
+                    break
+                except BenchError:
+                    if time.monotonic() > deadline:
+                        raise
         time.sleep(0.2)  # let worker processes (if any) appear
-        self.relay_pids = process_tree(self.relay.pid)
+        self.relay_pids = {impl: process_tree(p.pid) for impl, p in self.relays.items()}
 
-    def stop_relay(self) -> None:
-        if self.relay is not None:
-            _stop(self.relay)
-            self.relay = None
-            self.relay_pids = []
+    def stop_relays(self) -> None:
+        for proc in self.relays.values():
+            _stop(proc)
+        self.relays.clear()
+        self.relay_pids.clear()
 
-    def _server(self) -> list[Any]:
-        return [self.hosts.relay_listen, self.hosts.relay_port]
+    def _server(self, impl: str) -> list[Any]:
+        return [self.hosts.relay_listen, self.ports[impl]]
 
     def _peer(self) -> list[Any]:
         return [self.hosts.peer_ip, self.hosts.sink_port]
@@ -466,15 +478,18 @@ class Harness:
         os.kill(self.sink.pid, signal.SIGUSR1)
         return self.sink.readline(10)
 
-    def trial(self, gens: list[LineProcess], size: int, rate: float, duration: float) -> Trial:
+    def trial(
+        self, gens: list[LineProcess], size: int, rate: float, duration: float, target: str
+    ) -> Trial:
+        pids = self.relay_pids.get(target, [])
         before = self.snapshot()
-        cpu0 = cpu_seconds(self.relay_pids) if self.relay_pids else math.nan
+        cpu0 = cpu_seconds(pids) if pids else math.nan
         per_gen = rate / len(gens) if rate > 0 else 0
         for gen in gens:
             gen.send({"cmd": "blast", "size": size, "rate": per_gen, "duration": duration})
         replies = [gen.readline() for gen in gens]
         time.sleep(DRAIN_S)
-        cpu1 = cpu_seconds(self.relay_pids) if self.relay_pids else math.nan
+        cpu1 = cpu_seconds(pids) if pids else math.nan
         after = self.snapshot()
         for reply in replies:
             if reply.get("ok") is False:
@@ -500,19 +515,19 @@ class Harness:
                 {
                     "cmd": "setup",
                     "mode": mode,
-                    "server": None if target == "direct" else self._server(),
+                    "server": None if target == "direct" else self._server(target),
                     "peer": self._peer(),
                     "secret": SECRET,
                 }
             )
-        full = self.trial(gens, size, 0, self.config.duration)
+        full = self.trial(gens, size, 0, self.config.duration, target)
         self._record_trial(target, label, round_, "max", full)
         search = RateSearch(
             max_received=full.rx_pps, max_offered=full.tx_pps, max_steps=self.config.search_steps
         )
         best: Trial | None = None
         while (rate := search.next_rate()) is not None:
-            t = self.trial(gens, size, rate, self.config.search_duration)
+            t = self.trial(gens, size, rate, self.config.search_duration, target)
             self._record_trial(target, label, round_, "search", t)
             search.record(rate, t.loss)
             if t.loss < search.threshold and (best is None or rate > best.offered_pps):
@@ -546,13 +561,13 @@ class Harness:
     # ------------------------------------------------------------ allocations
 
     def allocate_rate(self, impl: str, round_: int) -> None:
-        self.start_relay(impl, 1)
+        self.start_relays([impl], 1)
         try:
             gen = self.generators(1)[0]
             r = gen.call(
                 {
                     "cmd": "allocate",
-                    "server": self._server(),
+                    "server": self._server(impl),
                     "secret": SECRET,
                     "count": self.config.alloc_clients,
                     "window": self.config.alloc_window,
@@ -561,7 +576,7 @@ class Harness:
                 }
             )
         finally:
-            self.stop_relay()
+            self.stop_relays()
         rate = r["ok"] / r["elapsed"] if r["elapsed"] > 0 else math.nan
         # the generator's own ceiling: allocations per second of its CPU time
         ceiling = r["ok"] / r["cpu"] if r["cpu"] > 0 else math.nan
@@ -576,14 +591,15 @@ class Harness:
 
     def hold(self, impl: str, round_: int) -> None:
         n = self.config.hold_allocations
-        self.start_relay(impl, 1)
+        self.start_relays([impl], 1)
         try:
             gen = self.generators(1)[0]
-            rss0, fds0 = rss_kib(self.relay_pids), fd_count(self.relay_pids)
+            pids = self.relay_pids[impl]
+            rss0, fds0 = rss_kib(pids), fd_count(pids)
             r = gen.call(
                 {
                     "cmd": "allocate",
-                    "server": self._server(),
+                    "server": self._server(impl),
                     "secret": SECRET,
                     "count": n,
                     "window": self.config.alloc_window,
@@ -593,11 +609,11 @@ class Harness:
                 timeout=180,
             )
             time.sleep(0.3)
-            pids = process_tree(self.relay_pids[0])
+            pids = process_tree(pids[0])
             rss1, fds1 = rss_kib(pids), fd_count(pids)
             gen.call({"cmd": "release"})
         finally:
-            self.stop_relay()
+            self.stop_relays()
         ok = int(r["ok"])
         self.data.add("hold|ok", impl, round_, ok)
         if ok:
@@ -619,18 +635,18 @@ class Harness:
                 n = cfg.thread_count(threads)
                 senders = cfg.senders(threads)
                 kinds = cfg.kinds if threads == "1" else cfg.all_cores_kinds
-                cases = [(k, s) for k in kinds for s in cfg.sizes]
-                self.pin_load(threads == "1")
-                for size in cfg.sizes:
-                    self.case("direct", "direct", size, senders, round_, f"{threads}|{size}|")
-                for impl in cfg.relays:
-                    self.start_relay(impl, n)
-                    try:
-                        for kind, size in cases:
-                            label = f"{threads}|{size}|{kind}"
-                            self.case(impl, kind, size, senders, round_, label)
-                    finally:
-                        self.stop_relay()
+                # alternate who goes first, so neither relay always follows the other
+                impls = cfg.relays if round_ % 2 == 0 else tuple(reversed(cfg.relays))
+                self.start_relays(impls, n)
+                try:
+                    for size in cfg.sizes:
+                        self.case("direct", "direct", size, senders, round_, f"{threads}|{size}|")
+                        for kind in kinds:
+                            for impl in impls:
+                                label = f"{threads}|{size}|{kind}"
+                                self.case(impl, kind, size, senders, round_, label)
+                finally:
+                    self.stop_relays()
             self.pin_load(True)
             for impl in cfg.relays:
                 self.allocate_rate(impl, round_)
@@ -651,31 +667,66 @@ class Harness:
                     figs += [
                         Figure(f"{label}|max_pps", f"{name}: relayed pps (full blast)", "pkt/s"),
                         Figure(f"{label}|mbps", f"{name}: relayed payload", "Mbit/s"),
-                        Figure(f"{label}|loss", f"{name}: loss at full blast", "fraction",
-                               flag_ceiling=False, ratio_direct=False),  # fmt: skip
-                        Figure(f"{label}|zero_loss_pps", f"{name}: zero-loss rate (<0.1%)",
-                               "pkt/s"),  # fmt: skip
-                        Figure(f"{label}|cpu", f"{name}: relay CPU per Mbit", "CPU ms/Mbit",
-                               flag_ceiling=False, ratio_direct=False),  # fmt: skip
+                        Figure(
+                            f"{label}|loss",
+                            f"{name}: loss at full blast",
+                            "fraction",
+                            flag_ceiling=False,
+                            ratio_direct=False,
+                            ratio_coturn=False,
+                        ),
+                        Figure(
+                            f"{label}|zero_loss_pps", f"{name}: zero-loss rate (<0.1%)", "pkt/s"
+                        ),
+                        Figure(
+                            f"{label}|cpu",
+                            f"{name}: relay CPU per Mbit",
+                            "CPU ms/Mbit",
+                            flag_ceiling=False,
+                            ratio_direct=False,
+                        ),
                     ]
         figs += [
-            Figure("alloc|rate", "Allocate (401 + authenticated), 1 thread; direct = generator "
-                   "ceiling", "alloc/s"),  # fmt: skip
-            Figure("hold|ok", f"{cfg.hold_allocations} allocations held: succeeded", "count",
-                   flag_ceiling=False, ratio_direct=False),  # fmt: skip
-            Figure("hold|rss", "held allocations: RSS per allocation", "KiB",
-                   flag_ceiling=False, ratio_direct=False),  # fmt: skip
-            Figure("hold|fds", "held allocations: file descriptors per allocation", "fds",
-                   flag_ceiling=False, ratio_direct=False),  # fmt: skip
-            Figure("hold|rss_total", "held allocations: relay RSS in total", "MiB",
-                   flag_ceiling=False, ratio_direct=False),  # fmt: skip
+            Figure(
+                "alloc|rate",
+                "Allocate (401 + authenticated), 1 thread; direct = generator ceiling",
+                "alloc/s",
+            ),
+            Figure(
+                "hold|ok",
+                f"{cfg.hold_allocations} allocations held: succeeded",
+                "count",
+                flag_ceiling=False,
+                ratio_direct=False,
+            ),
+            Figure(
+                "hold|rss",
+                "held allocations: RSS per allocation",
+                "KiB",
+                flag_ceiling=False,
+                ratio_direct=False,
+            ),
+            Figure(
+                "hold|fds",
+                "held allocations: file descriptors per allocation",
+                "fds",
+                flag_ceiling=False,
+                ratio_direct=False,
+            ),
+            Figure(
+                "hold|rss_total",
+                "held allocations: relay RSS in total",
+                "MiB",
+                flag_ceiling=False,
+                ratio_direct=False,
+            ),
         ]
         return figs
 
     def table(self) -> pd.DataFrame:
         # the direct path is one figure per (threads, size): copy it under each kind's key
         for (key, target, round_), value in list(self.data.values.items()):
-            if target != "direct" or not key.count("|") == 3:
+            if target != "direct" or key.count("|") != 3:
                 continue
             threads, size, kind, what = key.split("|")
             if kind:
@@ -692,14 +743,12 @@ def relay_unavailable_reason(config: RelayBenchConfig) -> str | None:
         reason = netns_supported()
         if reason:
             return reason
-    if "coturn" in config.relays and shutil.which("turnserver") is None:
-        return "coturn's turnserver is not installed"
+    if not config.relays:
+        return "no relay to measure"
     return None
 
 
-def run_relay_benchmarks(
-    config: RelayBenchConfig, log=print
-) -> tuple[pd.DataFrame, pd.DataFrame]:  # type: ignore[no-untyped-def]
+def run_relay_benchmarks(config: RelayBenchConfig, log=print) -> tuple[pd.DataFrame, pd.DataFrame]:  # type: ignore[no-untyped-def]
     """(figure table, every trial) for the configured relays, direct path included."""
     started = time.monotonic()
     with make_hosts(config.topology) as hosts, Harness(config, hosts, log) as harness:

@@ -108,6 +108,7 @@ class Figure:
     unit: str
     flag_ceiling: bool = True  # compare ours/coturn to the direct column (load-bound flag)
     ratio_direct: bool = True  # print ours/direct
+    ratio_coturn: bool = True  # print ours/coturn (not for loss: a ratio of fractions misleads)
 
 
 @dataclass
@@ -158,7 +159,9 @@ def build_table(figures: Sequence[Figure], data: Measurements) -> pd.DataFrame:
                 "ours": med["ours"],
                 "coturn": med["coturn"],
                 "direct": med["direct"],
-                "ours/coturn": _ratio_median(series["ours"], series["coturn"]),
+                "ours/coturn": (
+                    _ratio_median(series["ours"], series["coturn"]) if fig.ratio_coturn else NA
+                ),
                 "ours/direct": (
                     _ratio_median(series["ours"], series["direct"]) if fig.ratio_direct else NA
                 ),
@@ -187,6 +190,4 @@ def format_table(table: pd.DataFrame) -> str:
             return f"{x:.3g}"
         return str(x)
 
-    return table.to_string(
-        index=False, na_rep="NA", formatters={c: fmt for c in table.columns}
-    )
+    return table.to_string(index=False, na_rep="NA", formatters={c: fmt for c in table.columns})

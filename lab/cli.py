@@ -284,7 +284,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
         diff = compare(frames[0], frames[1])
         print(diff.to_string(index=False))
         if html_path:
-            html_path.write_text(render_compare_html(frames[0], frames[1], names=args.results))
+            html_path.write_text(
+                render_compare_html(frames[0], frames[1], labels=tuple(args.results))
+            )
             print(f"report: {html_path.resolve()}")
         return 0
     import pandas as pd

@@ -154,12 +154,12 @@ def compare_section(table: pd.DataFrame, labels: Sequence[str] = ("a", "b")) -> 
             row_html(
                 [
                     f'<span class="badge {badge_cls}">{side}</span>',
-                    esc(row["scenario"]),
-                    (html.escape(cell_label(row)), "nowrap"),
+                    (esc(row["scenario"]), "nowrap"),
+                    html.escape(cell_label(row)),
                     chip(row["expected"]),
-                    chip(row["outcome_a"], "—") if not is_na(row["trials_a"]) else "—",
+                    chip(row["outcome_a"], "no result") if not is_na(row["trials_a"]) else "—",
                     rate(row["success_rate_a"], row["trials_a"]),
-                    chip(row["outcome_b"], "—") if not is_na(row["trials_b"]) else "—",
+                    chip(row["outcome_b"], "no result") if not is_na(row["trials_b"]) else "—",
                     rate(row["success_rate_b"], row["trials_b"]),
                 ],
                 numeric=[5, 7],
@@ -180,7 +180,10 @@ def render_compare_html(
     labels: Sequence[str] = ("a", "b"),
     title: str = "natlab comparison",
 ) -> str:
-    """A self-contained HTML page comparing ``a`` and ``b`` (differences first)."""
+    """A self-contained HTML page comparing ``a`` and ``b`` (differences first); ``labels``
+    name the two sides (``natlab report --compare`` passes the two result paths)."""
+    if len(labels) != 2:
+        raise ValueError(f"two labels needed, got {len(labels)}")
     table = compare(a, b)
     differing = int(table["differs"].sum())
     outcome_diffs = int((table["status"] == "outcome differs").sum())

@@ -79,14 +79,14 @@ def _grouped_boxes(
     colors: dict[str, str],
 ) -> None:
     """Side-by-side box plots (one per relay inside each group) with the trials as dots."""
-    width = 0.8 / max(1, len(relays))
+    width = min(0.8 / max(1, len(relays)), 0.32)
     rng = np.random.default_rng(0)
     for r, relay in enumerate(relays):
         for g, group in enumerate(groups):
             data = values.get((group, relay))
             if data is None or not len(data):
                 continue
-            x = g - 0.4 + width * (r + 0.5)
+            x = g + width * (r - (len(relays) - 1) / 2)
             ax.boxplot(
                 [data],
                 positions=[x],
@@ -173,7 +173,7 @@ def success_plot(rates: pd.DataFrame) -> str | None:
     relays = sorted({str(r) for r in rates["relay"]})
     colors = relay_colors(relays)
     n = len(rates)
-    fig, ax = _figure(7.2, 0.9 + 0.32 * n)
+    fig, ax = _figure(7.2, 1.0 + 0.3 * n)
     ax.grid(True, axis="x", color=GRID, linewidth=0.8)
     ax.grid(False, axis="y")
     y = np.arange(n)[::-1]
@@ -181,7 +181,8 @@ def success_plot(rates: pd.DataFrame) -> str | None:
     low = rates["low"].to_numpy(dtype=float, na_value=np.nan)
     high = rates["high"].to_numpy(dtype=float, na_value=np.nan)
     bar_colors = [colors[str(r)] for r in rates["relay"]]
-    ax.barh(y, rate, color=[c + "aa" for c in bar_colors], height=0.62, edgecolor=bar_colors)
+    ax.barh(y, rate, color=[c + "aa" for c in bar_colors], height=0.6, edgecolor=bar_colors)
+    ax.set_ylim(-0.7, n - 0.3)
     errors = np.clip(np.vstack([np.nan_to_num(rate - low), np.nan_to_num(high - rate)]), 0, None)
     ax.errorbar(rate, y, xerr=errors, fmt="none", ecolor=INK, elinewidth=1.1, capsize=3)
     ax.set_yticks(y)

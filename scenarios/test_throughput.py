@@ -10,11 +10,12 @@ figure is the row's ``throughput_mbps``.
 Rates chosen:
 
 - The cap is 8 Mbit/s. The sender is one asyncio loop in Python (aioice ``Connection.send``
-  per datagram). Measured here without a cap, two CPUs shared by three cells: 60 Mbit/s
-  offered arrives in full on every path (about 7500 datagrams/s); 100 Mbit/s offered gives
-  about 73 direct and 32-35 relayed (CPU-bound, the relay is a process too). So 8 Mbit/s
-  (1000 datagrams/s) is far below the agent's ceiling and a lower cap is not needed. The
-  uncapped rows (100 Mbit/s offered) are printed for information, not asserted.
+  per datagram). Measured here without a cap (two CPUs shared by three cells and by other
+  lab runs): 60 Mbit/s offered arrived in full on every path (7500 datagrams/s); 100 Mbit/s
+  offered gave 97-99 on a quiet machine and 73 direct / 32-35 relayed on a busy one (the
+  relay is a process on the same CPUs). 8 Mbit/s (1000 datagrams/s) is far below that
+  ceiling, so there is no need for a lower cap. The uncapped rows (100 Mbit/s offered) are
+  printed for information only.
 - We send AT the cap: the payload rate equals the cap, so the link is saturated (headers push
   the wire rate about 4 % over it: 1000 B payload + 8 UDP + 20 IP + 14 Ethernet, + 4 on a
   TURN channel) and what arrives is what the capped link delivers, about 96 % of the cap. The

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench.__main__ import build_parser, relay_config
-from bench.relay_bench import RelayBenchConfig, relay_argv, run_relay_benchmarks, Hosts
+from bench.relay_bench import Hosts, RelayBenchConfig, relay_argv, run_relay_benchmarks
 from lab.nat.netns import netns_supported
 
 
@@ -36,9 +36,7 @@ def _check(table, trials) -> None:  # type: ignore[no-untyped-def]
     assert rows["Send indication 1200 B, 1 thread: relayed pps (full blast)"]["ours"] > 0
     assert rows["100 allocations held: succeeded"]["ours"] == 100
     assert rows["held allocations: file descriptors per allocation"]["ours"] >= 1
-    assert rows["Allocate (401 + authenticated), 1 thread; direct = generator ceiling"][
-        "ours"
-    ] > 0
+    assert rows["Allocate (401 + authenticated), 1 thread; direct = generator ceiling"]["ours"] > 0
     assert set(trials["target"]) == {"ours", "direct"}
     assert (trials["sent"] > 0).all()
 
@@ -64,7 +62,7 @@ def test_bench_relay_same_flags_for_both_relays(tmp_path: Path) -> None:
     coturn = relay_argv("coturn", hosts, 1, tmp_path / "log")
     common = ours[ours.index("-n") :]
     assert coturn[1 : 1 + len(common)] == common
-    assert ["-m", "1"] == common[common.index("-m") : common.index("-m") + 2]
+    assert common[common.index("-m") : common.index("-m") + 2] == ["-m", "1"]
     assert "--allow-loopback-peers" in common  # loopback hosts: the peer is 127.0.0.1
 
 

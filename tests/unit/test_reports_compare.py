@@ -88,3 +88,8 @@ def test_reports_compare_html() -> None:
     assert "only in" not in html  # both relays ran every cell
     assert not re.search(r"\bnan\b|<NA>|\bNone\b", html)
     assert "<script" not in html and "http" not in html
+
+
+def test_reports_compare_html_names_alias() -> None:
+    html = render_compare_html(*relays(), labels=["runs/a.parquet", "runs/b.parquet"])
+    assert "runs/a.parquet vs runs/b.parquet" in html

@@ -16,7 +16,17 @@ from reports.html import render_html, write_html
 from reports.schema import empty_table, read_results
 
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
-SECTIONS = ("attention", "matrix", "ladder", "success", "timing", "throughput", "nat", "environment")
+DASH = "\u2013"  # en dash between interval bounds
+SECTIONS = (
+    "attention",
+    "matrix",
+    "ladder",
+    "success",
+    "timing",
+    "throughput",
+    "nat",
+    "environment",
+)
 KNOWN_MISMATCHES = {
     ("inrepo", "matrix-turn", "symmetric", "symmetric"),
     ("inrepo", "matrix-stun", "restricted-cone", "symmetric"),
@@ -133,8 +143,8 @@ def test_reports_html_fallback_ladder_per_firewall_profile(normal: Any) -> None:
 def test_reports_html_success_rates_show_wilson_intervals() -> None:
     visible = Page(render_html(load("trials_mixed"))).visible
     assert "5/10" in visible
-    assert "23.7–76.3 %" in visible.replace("\u202f", " ")  # 5 of 10
-    assert "72.2–100.0 %" in visible.replace("\u202f", " ")  # 10 of 10
+    assert f"23.7{DASH}76.3 %" in visible.replace("\u202f", " ")  # 5 of 10
+    assert f"72.2{DASH}100.0 %" in visible.replace("\u202f", " ")  # 10 of 10
     assert "flaky" in visible
 
 
@@ -180,7 +190,7 @@ def test_reports_html_single_trial() -> None:
     assert len(single) == 1
     page = Page(render_html(single))
     assert page.tiles == {("inrepo", "matrix-stun", "symmetric", "symmetric"): "ok"}
-    assert "0.0–79.3 %" in page.visible.replace("\u202f", " ")
+    assert f"0.0{DASH}79.3 %" in page.visible.replace("\u202f", " ")
 
 
 def test_reports_html_nat_classification_flags_differing_probe(normal: Any) -> None:

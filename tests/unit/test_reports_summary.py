@@ -17,6 +17,7 @@ from reports.summary import (
     wilson_interval,
 )
 
+X = "\u00d7"  # the multiplication sign between the NATs of a cell
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
 
 
@@ -101,11 +102,13 @@ def test_reports_markdown_summary_normal() -> None:
     assert "| coturn | coturn 4.6.1-1 | 59 | 56 | 2 | 0 | 1 | 59 |" in text
     assert "| inrepo | natlab-relay 0.1.0 | 59 | 57 | 2 | 0 | 0 | 59 |" in text
     assert "Needs attention (5 cells)" in text
-    assert "| mismatch | inrepo | matrix-turn | symmetric × symmetric | relay-udp | relay-tcp |" in (
-        text
+    assert (
+        f"| mismatch | inrepo | matrix-turn | symmetric {X} symmetric | relay-udp | relay-tcp |"
+        in (text)
     )
-    assert "| mismatch | coturn | matrix-turn | port-restricted-cone × symmetric | relay-udp | fail" in (
-        text
+    assert (
+        f"| mismatch | coturn | matrix-turn | port-restricted-cone {X} symmetric | relay-udp | fail"
+        in (text)
     )
     lab_line = next(line for line in text.splitlines() if line.startswith("| lab-error"))
     assert lab_line.endswith("… |")  # the long lab error is truncated
