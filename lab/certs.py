@@ -7,7 +7,10 @@ work directory.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,10 +31,23 @@ def _openssl(*args: str) -> None:
 
 
 def lab_certs(directory: Path) -> LabCerts:
+    """The CA and server certificate in ``directory``, made once. Cells started together share
+    the directory: a lock serialises the making, and the files appear only when complete."""
     directory.mkdir(parents=True, exist_ok=True)
     certs = LabCerts(directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    if certs.ca.exists() and certs.cert.exists() and certs.key.exists():
-        return certs
+    with (directory / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if certs.ca.exists() and certs.cert.exists() and certs.key.exists():
+            return certs
+        with tempfile.TemporaryDirectory(dir=directory) as tmp:
+            made = _make(Path(tmp))
+            for src, dst in ((made.key, certs.key), (made.cert, certs.cert), (made.ca, certs.ca)):
+                os.replace(src, dst)
+    return certs
+
+
+def _make(directory: Path) -> LabCerts:
+    certs = LabCerts(directory / "ca.pem", directory / "server.pem", directory / "server.key")
     ca_key = directory / "ca.key"
     ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
     _openssl(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import hashlib
 import json
 import os
 import secrets
@@ -104,6 +105,16 @@ class CellSpec:
         if (self.firewall_a, self.firewall_b) != ("open", "open"):
             parts += [f"fw-{self.firewall_a}", f"fw-{self.firewall_b}"]
         parts += [self.relay_impl, self.ice_policy, "+".join(self.turn_transports) or "stun"]
+        if self.fault:
+            parts.append(f"{self.fault}@{self.fault_after_s:g}s")
+        if self.throughput_mbps:
+            parts.append(f"tp{self.throughput_mbps:g}")
+        if self.bandwidth_cap_mbps:
+            parts.append(f"cap{self.bandwidth_cap_mbps:g}")
+        if self.relay_config_file:
+            parts.append("conf-" + hashlib.sha1(self.relay_config_file.encode()).hexdigest()[:6])
+        if self.allowed_peer_ips:
+            parts.append("allowed")
         return "_".join([*parts, f"t{self.trial}"])
 
 
@@ -431,7 +442,8 @@ def _cap_bandwidth(lab: LabNetwork, mbps: float) -> None:
         for argv in tc_commands(router.wan_intf, Impairment(rate_mbit=mbps)):
             proc = router.popen(argv, text=True)
             _, err = proc.communicate(timeout=10)
-            if proc.returncode != 0:
+            # removing a root qdisc that is not there fails, and is fine
+            if proc.returncode != 0 and argv[:3] != ["tc", "qdisc", "del"]:
                 raise LabError(f"tc failed on {router.name}: {err}")
 
 

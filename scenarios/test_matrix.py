@@ -47,12 +47,24 @@ def matrix_rows(
 
 
 def _explain(cell: CellSpec, row: dict[str, Any], workdir: Path) -> str:
-    return (
+    """The failure message: the row, then the evidence DESIGN.md asks lab failures to print
+    (agent logs, each router's `nft list ruleset` and `conntrack -L`)."""
+    artifacts = workdir / "matrix" / cell.name
+    text = (
         f"{cell.name}: expected {row['expected']}, observed {row['outcome']} "
         f"(path {row.get('path')}, NATs observed {row.get('nat_a_observed')} / "
-        f"{row.get('nat_b_observed')}); error: {row.get('error')}; "
-        f"artifacts: {workdir / 'matrix' / cell.name}"
+        f"{row.get('nat_b_observed')}); error: {row.get('error')}; artifacts: {artifacts}"
     )
+    for name, limit in (
+        ("agent-a.log", 3000),
+        ("agent-b.log", 3000),
+        ("evidence.txt", 6000),
+        ("lab-error.txt", 6000),
+    ):
+        path = artifacts / name
+        if path.exists():
+            text += f"\n--- {name} (tail) ---\n{path.read_text(errors='replace')[-limit:]}"
+    return text
 
 
 @pytest.mark.parametrize("relay", RELAYS)

@@ -27,12 +27,17 @@ def run_in(node: Node, argv: list[str], *, stdin: str | None = None, timeout: fl
     return str(out)
 
 
+SINK = "sink0"  # a default route for hosts without a router: a veth pair inside the host
+
+
 class LabHost(Host):
     """A lab host: extra addresses, extra routes, and a default route that stays in the lab.
 
     DESIGN.md: a host without a default route gets ENETUNREACH for destinations outside its
-    subnets (a relay asked to reach a private host candidate then fails the whole session), so a
-    host with no router gets a blackhole default instead.
+    subnets, and a relay asked to reach a private host candidate then fails the whole session
+    (coturn drops the allocation). A blackhole default is no better: sendto() fails with
+    EINVAL. So a host with no router routes its default into a veth pair that lives inside its
+    own namespace: datagrams leave, nobody answers, nothing leaves the namespace.
     """
 
     def config(self, **params: Any) -> dict[str, Any]:
@@ -50,7 +55,10 @@ class LabHost(Host):
         if gateway:
             run_in(self, ["ip", "route", "replace", "default", "via", gateway])
         else:
-            run_in(self, ["ip", "route", "replace", "blackhole", "default"])
+            run_in(self, ["ip", "link", "add", SINK, "type", "veth", "peer", "name", "sink1"])
+            for name in (SINK, "sink1"):
+                run_in(self, ["ip", "link", "set", name, "up"])
+            run_in(self, ["ip", "route", "replace", "default", "dev", SINK])
         # IPv6 link-local addresses would give ICE host candidates outside the address plan
         run_in(self, ["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
         return result
