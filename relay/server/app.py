@@ -17,13 +17,14 @@ from relay.server.metrics import MetricsEndpoint
 from relay.server.options import ServerOptions
 from relay.server.relay_sockets import SocketRelayPorts
 from relay.turn.addresses import Address, FiveTuple, Transport
-from relay.turn.core import TurnCore
+from relay.turn.core import Fallback, TurnCore
 from relay.turn.effects import Effect, SendToClient, SendToPeer
 from relay.turn.ports import ReservationBook
 from relay.turn.quota import QuotaLedger
 
 log = logging.getLogger("relay")
 
+SEND_INDICATION_TYPE = b"\x00\x16"  # RFC 8656 §11.2: Send method, indication class
 TICK_INTERVAL = 1.0  # seconds between expiry sweeps
 MAX_DATAGRAM = 65535 + 4  # largest ChannelData frame (RFC 8656 §12.4) a client can send
 STALL_TIMEOUT = 10.0  # seconds a stream may sit on half a frame
@@ -188,6 +189,13 @@ class RelayServer:
                 assert self.ports is not None
                 self.ports.send(*hop)
             return
+        if data[:2] == SEND_INDICATION_TYPE:
+            sent = core.relay_send_indication(time.time(), five_tuple, data)
+            if sent is not Fallback.FULL_DECODE:
+                if sent is not None:
+                    assert self.ports is not None
+                    self.ports.send(*sent)
+                return
         self.client_data(five_tuple, data)
 
     def client_data(self, five_tuple: FiveTuple, data: bytes) -> None:

@@ -26,7 +26,7 @@ log = logging.getLogger("relay.listeners")
 
 MAX_STREAM_FRAME = 65535 + 20  # largest STUN message or ChannelData frame (RFC 8656 §12.5)
 MAX_WRITE_BUFFER = 1 << 20  # bytes queued to a client before relayed data is dropped
-READS_PER_WAKEUP = 64  # bound the work one readable socket can take from the loop
+READS_PER_WAKEUP = 256  # bound the work one readable socket can take from the loop
 RECV_SIZE = 65536
 
 

@@ -19,7 +19,7 @@ from relay.turn.ports import PortPool, RelayGrant
 log = logging.getLogger("relay.ports")
 
 PeerCallback = Callable[[Address, Address, bytes], None]
-READS_PER_WAKEUP = 64  # bound the work one readable socket can take from the loop
+READS_PER_WAKEUP = 256  # bound the work one readable socket can take from the loop
 RECV_SIZE = 65536
 # <linux/in.h>, <linux/in6.h>: not all exported by the socket module
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import stringprep
@@ -55,6 +56,7 @@ def saslprep(value: str, *, allow_unassigned: bool = False) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function: SASLprep + hash on every request adds up
 def long_term_key(
     username: str, realm: str, password: str, algorithm: int = PasswordAlgorithm.MD5
 ) -> bytes:

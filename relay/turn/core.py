@@ -15,6 +15,7 @@ import struct
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import Enum
 
 from relay.stun.attributes import (
     AdditionalAddressFamily,
@@ -52,6 +53,7 @@ from relay.stun.attributes import (
 from relay.stun.channeldata import is_channel_data
 from relay.stun.constants import (
     CHANNEL_MIN,
+    MAGIC_COOKIE,
     NONCE_COOKIE,
     UDP_PROTOCOL,
     AddressFamily,
@@ -90,7 +92,19 @@ class Reservation:
 
 
 log = logging.getLogger("relay.turn")  # structured lines: "event key=value ..."
-_CHANNEL_HEADER = struct.Struct("!HH")  # RFC 8656 §12.4: channel number, length
+_CHANNEL_HEADER = struct.Struct("!HH")
+_COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
+_XOR_PEER_ADDRESS = int(AttrType.XOR_PEER_ADDRESS)
+_DATA = int(AttrType.DATA)
+# attributes a Send indication may carry that change nothing here (RFC 8656 §11.2)
+_SEND_IGNORED = frozenset({int(AttrType.SOFTWARE), int(AttrType.DONT_FRAGMENT)})
+
+
+class Fallback(Enum):
+    """A fast path's answer when the packet needs the full decoding path."""
+
+    FULL_DECODE = 0  # RFC 8656 §12.4: channel number, length
+
 
 Handler = Callable[["TurnCore", float, FiveTuple, Message], list[Effect]]
 
@@ -106,6 +120,8 @@ class TurnCore:
         shared_reservations: ReservationBook | None = None,
     ) -> None:
         self.shared_reservations = shared_reservations
+        # raw XOR-PEER-ADDRESS value -> (host, port, peer policy refusal): the policy is fixed
+        self._peer_cache: dict[bytes, tuple[str, int, str | None]] = {}
         self.config = config
         self.ports = ports
         self.quota = quota or LocalQuota(config.user_quota, config.total_quota)
@@ -186,6 +202,64 @@ class TurnCore:
         counters["relayed_to_peer_packets"] += 1
         counters["relayed_to_peer_bytes"] += length
         return binding.relay, peer, data[4 : 4 + length]
+
+    def relay_send_indication(
+        self, now: float, five_tuple: FiveTuple, data: bytes
+    ) -> tuple[Address, Address, bytes] | Fallback | None:
+        """RFC 8656 §11.2 fast path for the common Send indication: an IPv4 XOR-PEER-ADDRESS and
+        a DATA attribute, walked by hand. Anything less plain (FINGERPRINT to check, IPv6,
+        unknown attributes, malformed) returns ``Fallback.FULL_DECODE`` for the full path."""
+        size = len(data)
+        if size < 20 or data[4:8] != _COOKIE_BYTES or (data[2] << 8 | data[3]) != size - 20:
+            return Fallback.FULL_DECODE
+        offset, peer_raw, payload = 20, b"", None
+        while offset < size:
+            if offset + 4 > size:
+                return Fallback.FULL_DECODE
+            kind = data[offset] << 8 | data[offset + 1]
+            length = data[offset + 2] << 8 | data[offset + 3]
+            end = offset + 4 + length
+            if end > size:
+                return Fallback.FULL_DECODE
+            if kind == _XOR_PEER_ADDRESS and not peer_raw:
+                peer_raw = data[offset + 4 : end]
+            elif kind == _DATA and payload is None:
+                payload = data[offset + 4 : end]
+            elif kind not in _SEND_IGNORED:
+                return Fallback.FULL_DECODE
+            offset = end + (-length % 4)
+        if payload is None or len(peer_raw) != 8 or peer_raw[1] != AddressFamily.IPV4:
+            return Fallback.FULL_DECODE
+        peer = self._peer_cache.get(peer_raw)
+        if peer is None:
+            if len(self._peer_cache) > 4096:
+                self._peer_cache.clear()
+            port = (peer_raw[2] << 8 | peer_raw[3]) ^ 0x2112
+            ip = ipaddress.IPv4Address(int.from_bytes(peer_raw[4:8], "big") ^ MAGIC_COOKIE)
+            peer = (str(ip), port, self.config.peer_policy.refusal(ip))
+            self._peer_cache[peer_raw] = peer
+        host, port, refusal = peer
+        counters = self.counters
+        allocation = self.allocations.by_five_tuple.get(five_tuple)
+        if allocation is None or now >= allocation.expires:
+            counters["send_no_allocation_dropped"] += 1
+            return None
+        if refusal is not None:
+            counters["send_refused_dropped"] += 1
+            log.warning("send refused client=%s user=%s peer=%s reason=%s",
+                        _fmt(five_tuple.client), allocation.username, host, refusal)  # fmt: skip
+            return None
+        relay = allocation.relay_for_host(host)
+        if relay is None:
+            counters["send_family_mismatch_dropped"] += 1
+            return None
+        expiry = allocation.permissions.get(host)
+        if expiry is None or now >= expiry:
+            counters["send_no_permission_dropped"] += 1
+            return None
+        counters["relayed_to_peer_packets"] += 1
+        counters["relayed_to_peer_bytes"] += len(payload)
+        return relay, (host, port), payload
 
     def relay_to_client(
         self, now: float, relay: Address, peer: Address, data: bytes

@@ -553,3 +553,46 @@ def test_core_error_response_to_authenticated_request_is_protected() -> None:
     client.relayed()
     reply = client.request(Method.CREATE_PERMISSION, peer_attr("2001:db8::20"))
     assert error_code(reply) == 443 and verify_integrity(reply, client.key)
+
+
+# ---------------------------------------------------------------- Send fast path
+
+
+def test_core_send_fast_path_agrees_with_full_decode() -> None:
+    client = Client(make_core())
+    relay = client.relayed()
+    client.request(Method.CREATE_PERMISSION, peer_attr(PEER[0]))
+    send = encode_message(
+        Message.indication(Method.SEND, os.urandom(12), peer_attr(*PEER), Data(b"fast"))
+    )
+    assert client.core.relay_send_indication(client.now, CLIENT, send) == (relay, PEER, b"fast")
+    assert client.raw(send) == [SendToPeer(relay, PEER, b"fast")]
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "0.0.0.0", "198.18.9.9"])
+def test_core_send_fast_path_drops_like_full_decode(host: str) -> None:
+    client = Client(make_core())
+    client.relayed()
+    send = encode_message(
+        Message.indication(Method.SEND, os.urandom(12), peer_attr(host), Data(b"x"))
+    )
+    assert client.core.relay_send_indication(client.now, CLIENT, send) is None
+    refused = client.core.counters["send_refused_dropped"]
+    unpermitted = client.core.counters["send_no_permission_dropped"]
+    assert refused + unpermitted == 1
+
+
+def test_core_send_fast_path_falls_back_for_fingerprint_and_ipv6() -> None:
+    from relay.turn.core import Fallback
+
+    client = Client(make_core())
+    client.relayed()
+    with_fp = encode_message(
+        Message.indication(Method.SEND, os.urandom(12), peer_attr(*PEER), Data(b"x")),
+        fingerprint=True,
+    )
+    v6 = encode_message(
+        Message.indication(Method.SEND, os.urandom(12), peer_attr("2001:db8::1"), Data(b"x"))
+    )
+    for data in (with_fp, v6, with_fp[:30]):
+        assert client.core.relay_send_indication(client.now, CLIENT, data) is Fallback.FULL_DECODE
