@@ -20,7 +20,7 @@ import pandas as pd
 from bench.relay_bench import RelayBenchConfig, relay_unavailable_reason, run_relay_benchmarks
 from bench.relay_stats import format_table
 
-PARTS = ("core", "lab", "relay")
+PARTS = ("core", "lab", "matrix", "relay")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -108,6 +108,13 @@ def main(argv: list[str] | None = None) -> int:
         if lab_table is not None:
             tables["lab"] = lab_table
             _emit("lab", lab_table, out)
+    if "matrix" in args.only and not args.quick:
+        from bench.lab import run_matrix_benchmark
+
+        matrix_table = run_matrix_benchmark(out)
+        if matrix_table is not None:
+            tables["matrix"] = matrix_table
+            _emit("matrix", matrix_table, out)
     if "relay" in args.only:
         config = relay_config(args)
         if "coturn" in config.relays and shutil.which("turnserver") is None:
