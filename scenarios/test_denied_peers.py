@@ -137,13 +137,8 @@ def seed_config(dest: Path, impl: str, certs: LabCerts, extra: tuple[str, ...] =
         "# (it no longer knows that key: it refuses loopback peers unless allow-loopback-peers)",
         "# and goes on.",
     ]
-    if impl == "inrepo":
-        header += [
-            "# Appended for the lab's agents (TURN/STUN over UDP on 443, seed 000): our relay",
-            "# serves UDP only on listening-port unless told; coturn's DTLS listener on its",
-            "# tls-listening-port answers plain STUN/TURN over UDP 443 by itself.",
-        ]
-        extra = ("extra-udp-port=443", *extra)
+    # TURN/STUN over UDP 443 for the lab's agents (seed 000) comes from lab.agents.relays:
+    # --extra-udp-port 443 for our relay; coturn's DTLS listener on 443 answers plain UDP.
     if extra:
         header.append(f"# Appended by the scenario: {', '.join(extra)}")
     dest.parent.mkdir(parents=True, exist_ok=True)

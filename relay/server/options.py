@@ -108,8 +108,8 @@ class ServerOptions:
         ports = [self.listening_port]
         if self.rfc5780:
             ports.append(self.alt_port)
-        ports += [p for p in self.extra_udp_ports if p not in ports]
-        return tuple(ports)
+        # a port named twice (a file and a flag, say) is one listener
+        return tuple(dict.fromkeys([*ports, *self.extra_udp_ports]))
 
     @property
     def tcp_ports(self) -> tuple[int, ...]:
