@@ -230,7 +230,7 @@ def _run(spec: CellSpec, workdir: Path, cell_dir: Path, result: CellResult) -> b
                 for e in (f"fault injected: {spec.fault} at {spec.fault_after_s}s", row["error"])
                 if e
             )
-        failed = row["outcome"] != row["expected"] or bool(row["error"])
+        failed = not result.as_expected
         if failed:
             (cell_dir / "evidence.txt").write_text(lab.evidence())
             (cell_dir / "relay.log").write_text(relay.log())
