@@ -186,11 +186,12 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 @pytest.fixture(scope="module")
 def ladder_run(
-    request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest, record_rows: Any
 ) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
     workdir = _workdir("ladder")
     specs = _selected_specs(request)
     rows = _run_cells(specs, workdir)
+    record_rows(rows)  # into the session's result table and report
     _print_table(rows, f"fallback ladder: {len(rows)} cells in {workdir}")
     yield workdir, rows
     _tidy(workdir)

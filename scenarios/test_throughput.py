@@ -166,13 +166,12 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
 
 @pytest.fixture(scope="module")
 def throughput_run(
-    request: pytest.FixtureRequest,
+    request: pytest.FixtureRequest, record_rows: Any
 ) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
     workdir = _workdir("throughput")
-    # made once, before cells start together (lab.certs has no lock: parallel cells on a fresh
-    # work directory overwrite each other's CA and certificate)
     lab_certs(workdir / "certs")
     rows = MatrixRunner(workdir, jobs=JOBS).run(_selected_specs(request))
+    record_rows(rows)  # into the session's result table and report
     _print_table(rows, f"throughput (cap {CAP_MBPS:g} Mbit/s): {len(rows)} cells in {workdir}")
     yield workdir, rows
     _tidy(workdir)
