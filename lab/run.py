@@ -73,6 +73,7 @@ class CellSpec:
     fault: str | None = None  # FAULTS: kill one component mid-run
     fault_after_s: float = 2.0
     agent_timeout: float = AGENT_TIMEOUT
+    keep_artifacts: bool = False  # keep the cell's directory even when it went as expected
 
     def __post_init__(self) -> None:
         topology(self.topology)
@@ -187,7 +188,7 @@ def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
     for column in ("nat_a_observed", "nat_b_observed"):
         row.setdefault(column, None)
     (cell_dir / "row.json").write_text(json.dumps(row, indent=2, default=str))
-    keep = keep or not result.as_expected
+    keep = keep or spec.keep_artifacts or not result.as_expected
     if keep:
         result.artifacts = cell_dir
     else:
@@ -231,7 +232,7 @@ def _run(spec: CellSpec, workdir: Path, cell_dir: Path, result: CellResult) -> b
                 if e
             )
         failed = not result.as_expected
-        if failed:
+        if failed or spec.keep_artifacts:
             (cell_dir / "evidence.txt").write_text(lab.evidence())
             (cell_dir / "relay.log").write_text(relay.log())
         _stop_capture(pcap)

@@ -173,6 +173,7 @@ def run_seed_cell(
         # cannot classify against it. The presets are verified in tests/lab/ and by the other
         # scenarios; here the relay config is what is under test.
         verify_nats=False,
+        keep_artifacts=True,  # the relay's pcap is the evidence of its 403s
     )
     result = run_cell(spec, workdir)
     print(
