@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,3 @@ def failed_row(spec: CellSpec, error: str, started: float) -> dict[str, Any]:
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 3),
     }
-
-
-def with_trials(cells: list[CellSpec], trials: int) -> list[CellSpec]:
-    return [replace(c, trial=t) for c in cells for t in range(trials)]

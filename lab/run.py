@@ -22,7 +22,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -474,10 +474,6 @@ def spec_from_dict(data: dict[str, Any]) -> CellSpec:
         value = data["turn_transports"]
         data = {**data, "turn_transports": tuple(t for t in value.split("+") if t and t != "none")}
     return replace(CellSpec(), **data)
-
-
-def describe(spec: CellSpec) -> dict[str, Any]:
-    return asdict(spec)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -50,7 +50,6 @@ class Roles:
     nodes: dict[str, str] = field(default_factory=dict)
     peers: dict[str, str] = field(default_factory=dict)  # "a"/"b" -> peer role
     routers: dict[str, list[str]] = field(default_factory=dict)  # side -> router roles, inner first
-    peer_ips: dict[str, str] = field(default_factory=dict)
 
 
 class NatlabTopo(Topo):  # type: ignore[misc]
@@ -178,7 +177,6 @@ class NatlabTopo(Topo):  # type: ignore[misc]
             name = self.node_name(role)
             ip = str(lan.network_address + 2 + n)
             self.roles.nodes[role] = name
-            self.roles.peer_ips[role] = ip
             self.addHost(name, cls=LabHost, ip=f"{ip}/{lan.prefixlen}", gateway=lan_gateway)
             if lan_switch is None:
                 self.addLink(

@@ -3,7 +3,6 @@ and nothing of a run left behind (normal exit, exception, SIGKILL + cleanup)."""
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import signal
 import subprocess
@@ -17,7 +16,7 @@ from lab.cleanup import cleanup
 from lab.nat.behavior import PRESETS
 from lab.natcheck import check_nat
 from lab.session import LabNetwork, lab_unavailable_reason, leftovers
-from lab.topologies.addressing import ADDRESS_PLAN
+from lab.topologies.addressing import in_plan
 from lab.topologies.base import SideSpec
 from lab.topologies.catalog import TOPOLOGIES, TwoNats
 
@@ -81,20 +80,12 @@ def test_topology_routes_stay_inside_address_plan(kind: str) -> None:
                     sink = words[:3] == ["default", "dev", "sink0"]
                     assert words[0] == "blackhole" or sink or _via_in_plan(words), f"{node}: {line}"
                     continue
-                assert _in_plan(dest), f"{node}: route outside the address plan: {line}"
+                assert in_plan(dest), f"{node}: route outside the address plan: {line}"
     assert root_state() == before
 
 
-def _in_plan(dest: str) -> bool:
-    net = ipaddress.ip_network(dest, strict=False)
-    return net.is_loopback or any(
-        net.version == p.version and net.subnet_of(p)  # type: ignore[arg-type]
-        for p in ADDRESS_PLAN
-    )
-
-
 def _via_in_plan(words: list[str]) -> bool:
-    return "via" in words and _in_plan(words[words.index("via") + 1])
+    return "via" in words and in_plan(words[words.index("via") + 1])
 
 
 def test_topology_teardown_after_exception_leaves_nothing() -> None:
