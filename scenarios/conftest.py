@@ -63,7 +63,7 @@ def _write_results(run_id: str) -> Iterator[None]:
         return
     from reports.schema import to_frame, write_results
 
-    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / run_id).mkdir(parents=True, exist_ok=True)
     frame = to_frame(_ROWS)
     parquet, csv = write_results(frame, str(OUT / run_id / "results"))
     print(f"\nscenario results: {parquet} {csv}")

@@ -19,14 +19,13 @@ the tests assert on their rows. ``pytest -s`` prints the table.
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cellrun import one_line, row_for, selected_specs, suite_dir, tidy
 
 from lab.certs import lab_certs
 from lab.expectations import expected_outcome
@@ -48,8 +47,6 @@ NAT = "port-restricted-cone"
 ALL_TURN = ("udp", "tcp", "tls")
 # the highest rung each seed profile allows (DESIGN.md "Firewall policies from the seeds")
 PROFILE_RUNG = {"recommended": "direct", "minimal": "relay-udp", "udp-blocked": "relay-tls"}
-_ROW_KEYS = ("scenario", "topology", "nat_a", "nat_b", "firewall_a", "firewall_b")
-_ROW_KEYS += ("relay_impl", "ice_policy", "trial")
 
 
 def _relay_param(spec: CellSpec, want: str, id_: str) -> Any:
@@ -115,59 +112,9 @@ RELAY_ONLY_CASES = [
 # ---------------------------------------------------------------------- running the cells
 
 
-def _workdir(suite: str) -> Path:
-    """Cell directories live outside pytest's basetemp: pytest keeps only the last three
-    basetemps per user, so other suites run meanwhile (as root, too) would delete the artifacts
-    of a failed cell before anyone reads them. ``NATLAB_SCENARIO_DIR`` moves them."""
-    base = Path(os.environ.get("NATLAB_SCENARIO_DIR", "/tmp/natlab-scenarios"))
-    path = base / f"{suite}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    path.mkdir(parents=True)
-    return path
-
-
-def _tidy(workdir: Path) -> None:
-    """Drop the work directory when no cell kept artifacts (only the lab CA is left)."""
-    if all(p.name == "certs" for p in workdir.iterdir()):
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _selected_specs(request: pytest.FixtureRequest) -> list[CellSpec]:
-    """The cells of this module's selected (collected, not skipped) tests, each once."""
-    specs: list[CellSpec] = []
-    for item in request.session.items:
-        if item.module is not request.module or item.get_closest_marker("skip"):
-            continue
-        callspec = getattr(item, "callspec", None)
-        spec = callspec.params.get("spec") if callspec else None
-        if spec is None or spec in specs:
-            continue
-        if spec.relay_impl == "coturn" and shutil.which("turnserver") is None:
-            continue
-        specs.append(spec)
-    return specs
-
-
-def _run_cells(specs: list[CellSpec], workdir: Path) -> list[dict[str, Any]]:
-    # Made here, once: cells started together on a fresh work directory would each create the
-    # lab CA at the same time and overwrite each other's files (lab.certs has no lock).
-    lab_certs(workdir / "certs")
-    return MatrixRunner(workdir, jobs=JOBS).run(specs)
-
-
-def row_for(rows: list[dict[str, Any]], spec: CellSpec) -> dict[str, Any]:
-    transports = "+".join(spec.turn_transports) or "none"
-    found = [
-        r
-        for r in rows
-        if all(r.get(k) == getattr(spec, k) for k in _ROW_KEYS)
-        and r.get("turn_transports") == transports
-    ]
-    assert len(found) == 1, f"{spec.name}: {len(found)} rows match"
-    return found[0]
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
+def _run_cells(specs: list[CellSpec], path: Path) -> list[dict[str, Any]]:
+    lab_certs(path / "certs")  # once, before the cells start together
+    return MatrixRunner(path, jobs=JOBS).run(specs)
 
 
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
@@ -177,7 +124,7 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     for r in rows:
         cell = f"{r['scenario']} {r['firewall_a']}/{r['firewall_b']} {r['ice_policy']}"
         cell += f" {r['turn_transports']}"
-        error = _one_line(r.get("error"))[:90]
+        error = one_line(r.get("error"))[:90]
         print(
             f"{r['relay_impl']:7} {cell:46} {r['expected']!s:9} {r['outcome']!s:9} "
             f"{r.get('relay_protocol')!s:5} {r['duration_s']:6.1f}  {error}"
@@ -188,13 +135,13 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
 def ladder_run(
     request: pytest.FixtureRequest, record_rows: Any
 ) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
-    workdir = _workdir("ladder")
-    specs = _selected_specs(request)
+    workdir = suite_dir("ladder")
+    specs = selected_specs(request)
     rows = _run_cells(specs, workdir)
     record_rows(rows)  # into the session's result table and report
     _print_table(rows, f"fallback ladder: {len(rows)} cells in {workdir}")
     yield workdir, rows
-    _tidy(workdir)
+    tidy(workdir)
 
 
 def _explain(spec: CellSpec, row: dict[str, Any], workdir: Path) -> str:

@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cellrun import coturn_missing, one_line, selected_params, suite_dir, tidy
 
 from lab.certs import lab_certs
 from lab.matrix import MatrixRunner
@@ -153,22 +154,6 @@ AGENT_ERRORS = {
 # ---------------------------------------------------------------------- running the cells
 
 
-def _workdir(suite: str) -> Path:
-    """Cell directories live outside pytest's basetemp: pytest keeps only the last three
-    basetemps per user, so other suites run meanwhile (as root, too) would delete the artifacts
-    of a failed cell before anyone reads them. ``NATLAB_SCENARIO_DIR`` moves them."""
-    base = Path(os.environ.get("NATLAB_SCENARIO_DIR", "/tmp/natlab-scenarios"))
-    path = base / f"{suite}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    path.mkdir(parents=True)
-    return path
-
-
-def _tidy(workdir: Path) -> None:
-    """Drop the work directory when no cell kept artifacts (only the lab CA is left)."""
-    if all(p.name == "certs" for p in workdir.iterdir()):
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
 @dataclass
 class FaultRun:
     workdir: Path
@@ -179,22 +164,8 @@ class FaultRun:
 
 
 def _selected_chains(request: pytest.FixtureRequest) -> list[tuple[str, Chain]]:
-    chains: dict[str, Chain] = {}
-    for item in request.session.items:
-        if item.module is not request.module:
-            continue
-        callspec = getattr(item, "callspec", None)
-        chain = callspec.params.get("chain") if callspec else None
-        if chain is None:
-            continue
-        if chain.fault.relay_impl == "coturn" and shutil.which("turnserver") is None:
-            continue
-        chains.setdefault(callspec.id, chain)
-    return list(chains.items())
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
+    chains = selected_params(request, "chain")
+    return [(test_id, chain) for test_id, chain in chains if not coturn_missing(chain.fault)]
 
 
 def _print_table(run: FaultRun) -> None:
@@ -209,7 +180,7 @@ def _print_table(run: FaultRun) -> None:
             shown = f"{mbps:6.2f}" if isinstance(mbps, int | float) else f"{'-':>6}"
             print(
                 f"{name:26} {r['scenario']:22} {r['expected']!s:9} {r['outcome']!s:9} {shown} "
-                f"{r['duration_s']:6.1f}  {_one_line(r.get('error'))[:100]}"
+                f"{r['duration_s']:6.1f}  {one_line(r.get('error'))[:100]}"
             )
 
 
@@ -217,7 +188,7 @@ def _print_table(run: FaultRun) -> None:
 def fault_run(
     request: pytest.FixtureRequest,
 ) -> Iterator[FaultRun]:
-    workdir = _workdir("faults")
+    workdir = suite_dir("faults")
     # made once, before cells start together (lab.certs has no lock)
     lab_certs(workdir / "certs")
     chains = _selected_chains(request)
@@ -242,7 +213,7 @@ def fault_run(
     )
     _print_table(run)
     yield run
-    _tidy(workdir)
+    tidy(workdir)
 
 
 def _artifacts(run: FaultRun, spec: CellSpec) -> Path:

@@ -30,14 +30,13 @@ table.
 
 from __future__ import annotations
 
-import os
 import shutil
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from cellrun import one_line, row_for, selected_specs, suite_dir, tidy
 
 from lab.certs import lab_certs
 from lab.matrix import MatrixRunner
@@ -56,8 +55,6 @@ CAP_MBPS = 8.0
 MIN_SHARE = 0.8  # of the cap
 OVER_CAP_TOLERANCE = 1.05  # goodput sent at 2 x cap may exceed the cap by this factor at most
 UNCAPPED_RATE_MBPS = 100.0  # information only: above the agent's ceiling
-_ROW_KEYS = ("scenario", "topology", "nat_a", "nat_b", "firewall_a", "firewall_b")
-_ROW_KEYS += ("relay_impl", "ice_policy", "trial")
 
 
 def _cell(scenario: str, path: str, relay: str, rate: float, cap: float | None) -> CellSpec:
@@ -103,54 +100,6 @@ UNCAPPED = [
 # ---------------------------------------------------------------------- running the cells
 
 
-def _workdir(suite: str) -> Path:
-    """Cell directories live outside pytest's basetemp: pytest keeps only the last three
-    basetemps per user, so other suites run meanwhile (as root, too) would delete the artifacts
-    of a failed cell before anyone reads them. ``NATLAB_SCENARIO_DIR`` moves them."""
-    base = Path(os.environ.get("NATLAB_SCENARIO_DIR", "/tmp/natlab-scenarios"))
-    path = base / f"{suite}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
-    path.mkdir(parents=True)
-    return path
-
-
-def _tidy(workdir: Path) -> None:
-    """Drop the work directory when no cell kept artifacts (only the lab CA is left)."""
-    if all(p.name == "certs" for p in workdir.iterdir()):
-        shutil.rmtree(workdir, ignore_errors=True)
-
-
-def _selected_specs(request: pytest.FixtureRequest) -> list[CellSpec]:
-    """The cells of this module's selected tests, each once (deselected cells do not run)."""
-    specs: list[CellSpec] = []
-    for item in request.session.items:
-        if item.module is not request.module:
-            continue
-        callspec = getattr(item, "callspec", None)
-        spec = callspec.params.get("spec") if callspec else None
-        if spec is None or spec in specs:
-            continue
-        if spec.relay_impl == "coturn" and shutil.which("turnserver") is None:
-            continue
-        specs.append(spec)
-    return specs
-
-
-def row_for(rows: list[dict[str, Any]], spec: CellSpec) -> dict[str, Any]:
-    transports = "+".join(spec.turn_transports) or "none"
-    found = [
-        r
-        for r in rows
-        if all(r.get(k) == getattr(spec, k) for k in _ROW_KEYS)
-        and r.get("turn_transports") == transports
-    ]
-    assert len(found) == 1, f"{spec.name}: {len(found)} rows match"
-    return found[0]
-
-
-def _one_line(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
 def _print_table(rows: list[dict[str, Any]], title: str) -> None:
     print(f"\n{title}")
     print(f"{'cell':22} {'relay':7} {'expected':9} {'outcome':9} {'Mbit/s':>7} {'dur_s':>6}  error")
@@ -160,7 +109,7 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
         cell = f"{r['scenario'].removeprefix('throughput-')} {r['ice_policy']}"
         print(
             f"{cell:22} {r['relay_impl']:7} {r['expected']!s:9} {r['outcome']!s:9} {shown} "
-            f"{r['duration_s']:6.1f}  {_one_line(r.get('error'))[:90]}"
+            f"{r['duration_s']:6.1f}  {one_line(r.get('error'))[:90]}"
         )
 
 
@@ -168,13 +117,13 @@ def _print_table(rows: list[dict[str, Any]], title: str) -> None:
 def throughput_run(
     request: pytest.FixtureRequest, record_rows: Any
 ) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
-    workdir = _workdir("throughput")
+    workdir = suite_dir("throughput")
     lab_certs(workdir / "certs")
-    rows = MatrixRunner(workdir, jobs=JOBS).run(_selected_specs(request))
+    rows = MatrixRunner(workdir, jobs=JOBS).run(selected_specs(request))
     record_rows(rows)  # into the session's result table and report
     _print_table(rows, f"throughput (cap {CAP_MBPS:g} Mbit/s): {len(rows)} cells in {workdir}")
     yield workdir, rows
-    _tidy(workdir)
+    tidy(workdir)
 
 
 def _connected_row(
