@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := mininet bridge-utils net-tools nftables iproute2 iputils-ping coturn iperf3 \
-	conntrack tcpdump python3-venv python3-pip openssl chromium
+	conntrack tcpdump python3-venv python3-pip python3-dev gcc openssl chromium
 STAMP := $(VENV)/.natlab-installed
 
 .PHONY: setup test matrix bench clean lint
@@ -11,8 +11,9 @@ STAMP := $(VENV)/.natlab-installed
 setup: $(STAMP)
 
 # Idempotent: apt only runs when a package is missing; the venv and the
-# editable install are redone only when pyproject.toml changes.
-$(STAMP): pyproject.toml
+# editable install (which compiles the relay's C packet loop) are redone only
+# when pyproject.toml, setup.py or the C source change.
+$(STAMP): pyproject.toml setup.py relay/server/_datapath.c
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

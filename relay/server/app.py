@@ -11,7 +11,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 
+from relay.server import datapath as datapaths
 from relay.server import tls
+from relay.server.datapath import Datapath, address_key, xor_peer_value
 from relay.server.listeners import StreamConnection, UdpListener
 from relay.server.metrics import MetricsEndpoint
 from relay.server.options import ServerOptions
@@ -53,6 +55,7 @@ class RelayServer:
         self.reservations: ReservationBook | None = None
         self._channel_first_byte_max = 0x7F
         self.metrics_address: Address | None = None
+        self.datapath: Datapath | None = None  # the C packet loop (relay.server.datapath)
 
     # ------------------------------------------------------------------ state
 
@@ -64,6 +67,8 @@ class RelayServer:
             merged.update(self.core.counters)
         if self.ports is not None:
             merged.update(self.ports.counters)
+        if self.datapath is not None:
+            merged.update(self.datapath.counters())
         return merged
 
     @property
@@ -88,6 +93,9 @@ class RelayServer:
         loop = asyncio.get_running_loop()
         opts = self.options
         _raise_fd_limit()
+        config = opts.turn_config(nonce_secret=self.nonce_secret)
+        if datapaths.resolve(opts.datapath) == "c":
+            self.datapath = Datapath(config.max_payload, config.channel_max)
         self.ports = SocketRelayPorts(
             loop,
             opts.relay_hosts,
@@ -95,8 +103,8 @@ class RelayServer:
             opts.max_port,
             self.peer_data,
             hold_reserved=self.reservations is None,
+            datapath=self.datapath,
         )
-        config = opts.turn_config(nonce_secret=self.nonce_secret)
         self.core = TurnCore(config, self.ports, self.quota, self.reservations)
         self._channel_first_byte_max = self.core.config.channel_max >> 8
         if not opts.no_tls:
@@ -124,7 +132,7 @@ class RelayServer:
 
     async def _listen_udp(self, ip: str, port: int) -> None:
         listener = UdpListener.bind(self, ip, port, reuse_port=self.reuse_port)
-        listener.start(asyncio.get_running_loop())
+        listener.start(asyncio.get_running_loop(), self.datapath)
         self.udp[listener.local] = listener
         self.listening.append(("udp", listener.local))
         log.info("listening udp %s:%d", *listener.local)
@@ -188,6 +196,10 @@ class RelayServer:
             if hop is not None:
                 assert self.ports is not None
                 self.ports.send(*hop)
+                if self.datapath is not None:
+                    number = data[0] << 8 | data[1]
+                    key = address_key(*five_tuple.client) + data[:2]
+                    self._learn_to_peer(listener.channel_routes, key, five_tuple, hop, number)
             return
         if data[:2] == SEND_INDICATION_TYPE:
             sent = core.relay_send_indication(time.time(), five_tuple, data)
@@ -195,8 +207,27 @@ class RelayServer:
                 if sent is not None:
                     assert self.ports is not None
                     self.ports.send(*sent)
+                    if self.datapath is not None and ":" not in sent[1][0]:
+                        key = address_key(*five_tuple.client) + xor_peer_value(sent[1])
+                        self._learn_to_peer(listener.send_routes, key, five_tuple, sent, None)
                 return
         self.client_data(five_tuple, data)
+
+    def _learn_to_peer(
+        self,
+        table: dict[bytes, tuple[int, bytes, float]],
+        key: bytes,
+        five_tuple: FiveTuple,
+        hop: tuple[Address, Address, bytes],
+        number: int | None,
+    ) -> None:
+        """Let the C loop replay what the core just allowed, until the core's deadline."""
+        assert self.core is not None and self.ports is not None and self.datapath is not None
+        relay, peer, _ = hop
+        fd = self.ports.fd_of(relay)
+        deadline = self.core.route_deadline(five_tuple, peer, number)
+        if fd is not None and deadline > 0:
+            self.datapath.learn_to_peer(table, key, relay, fd, peer, deadline)
 
     def client_data(self, five_tuple: FiveTuple, data: bytes) -> None:
         assert self.core is not None
@@ -216,6 +247,13 @@ class RelayServer:
             listener = self.udp.get(five_tuple.server)
             if listener is not None:
                 listener.send(frame, five_tuple.client)
+                if self.datapath is not None and 0x40 <= frame[0] <= 0x7F:  # ChannelData
+                    deadline = core.peer_route_deadline(relay, peer)
+                    if deadline > 0:
+                        number = frame[0] << 8 | frame[1]
+                        self.datapath.learn_to_client(
+                            relay, peer, listener.fd, five_tuple.client, number, deadline
+                        )
                 return
             self._own_counters["client_send_dropped"] += 1
             return

@@ -20,6 +20,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
+from relay.server import datapath as datapaths
 from relay.server.app import RelayServer
 from relay.server.config_file import (
     IGNORED_KEYS,
@@ -92,6 +93,8 @@ FLAGS: list[tuple[str, list[tuple[str, str, str | None, str]]]] = [
         ("-q", "user-quota", "N", "allocations per user (0: no limit)"),
         ("-m", "relay-threads", "N",
          "worker processes sharing the ports with SO_REUSEPORT (0: one per CPU; default 1)"),
+        ("", "datapath", "LOOP",
+         "natlab: packet loop: c (recvmmsg/sendmmsg), python, or auto (c when built; default)"),
         ("-Q", "total-quota", "N", "allocations in total (0: no limit)"),
         ("", "stale-nonce", "S", "nonce lifetime (default and bare flag: 600)"),
         ("", "max-allocate-lifetime", "S", "longest allocation lifetime (default: 3600)"),
@@ -286,6 +289,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         log_config_messages(config)
     for key in dict.fromkeys(key for key, _ in args.ignored):
         logging.getLogger("relay.config").info("--%s: ignored (no effect in natlab's relay)", key)
+    try:
+        loop_kind = datapaths.resolve(options.datapath)
+    except ValueError as err:
+        return _fail(f"relay: cannot start: {err}")
+    log.info("packet loop: %s", loop_kind)
     workers = options.relay_threads or os.cpu_count() or 1
     if workers > 1:
         from relay.server.workers import serve_workers

@@ -177,6 +177,13 @@ def _existing_file(value: str | None) -> str:
     return str(path)
 
 
+def _datapath(value: str | None) -> str:
+    text = _required(value)
+    if text not in ("auto", "c", "python"):
+        raise ValueError(f"wants auto, c or python, not {text!r}")
+    return text
+
+
 def _log_file(value: str | None) -> str:
     text = _required(value)
     if text not in ("stdout", "stderr", "-", "syslog"):
@@ -244,6 +251,7 @@ KEYS: dict[str, Key] = {
     "user-quota": Key("user_quota", _count),
     "total-quota": Key("total_quota", _count),
     "relay-threads": Key("relay_threads", _count),
+    "datapath": Key("datapath", _datapath),  # ours: the packet loop, auto/c/python
     "stale-nonce": Key("stale_nonce", _seconds(600)),
     "max-allocate-lifetime": Key("max_allocate_lifetime", _seconds(3600)),
     "channel-lifetime": Key("channel_lifetime", _seconds(600)),

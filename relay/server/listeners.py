@@ -13,8 +13,10 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
+from relay.server.datapath import READS_PER_WAKEUP, Datapath, ToPeerTable
 from relay.stun.channeldata import StreamFramer
 from relay.stun.errors import StunDecodeError
 from relay.turn.addresses import Address, FiveTuple, Transport, canonical_host
@@ -26,8 +28,12 @@ log = logging.getLogger("relay.listeners")
 
 MAX_STREAM_FRAME = 65535 + 20  # largest STUN message or ChannelData frame (RFC 8656 §12.5)
 MAX_WRITE_BUFFER = 1 << 20  # bytes queued to a client before relayed data is dropped
-READS_PER_WAKEUP = 256  # bound the work one readable socket can take from the loop
 RECV_SIZE = 65536
+# A listener takes every client's packets: a deeper queue rides out the moments the loop is
+# busy (an Allocate, a sweep) without loss. SO_RCVBUFFORCE passes net.core.rmem_max when the
+# relay may (CAP_NET_ADMIN); otherwise SO_RCVBUF gets what the host allows.
+LISTENER_RCVBUF = 4 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def _address(sockname: tuple[Any, ...]) -> Address:
@@ -42,7 +48,11 @@ class UdpListener:
         self.server = server
         self.sock = sock
         self.local: Address = _address(sock.getsockname())
+        self.fd = sock.fileno()
         self._v6 = sock.family == socket.AF_INET6
+        # routes the C loop replays for this listener's clients (relay.server.datapath)
+        self.channel_routes: ToPeerTable = {}
+        self.send_routes: ToPeerTable = {}
 
     @classmethod
     def bind(cls, server: RelayServer, ip: str, port: int, reuse_port: bool = False) -> UdpListener:
@@ -54,14 +64,18 @@ class UdpListener:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            _deepen_receive_queue(sock)
             sock.bind((ip, port))
         except OSError:
             sock.close()
             raise
         return cls(server, sock)
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        loop.add_reader(self.sock.fileno(), self._readable)
+    def start(self, loop: asyncio.AbstractEventLoop, datapath: Datapath | None = None) -> None:
+        if datapath is None:
+            loop.add_reader(self.fd, self._readable)
+        else:
+            loop.add_reader(self.fd, self._readable_c, datapath.forwarder.from_clients)
 
     def close(self, loop: asyncio.AbstractEventLoop) -> None:
         with contextlib.suppress(ValueError, OSError):
@@ -83,6 +97,16 @@ class UdpListener:
             host = canonical_host(addr[0]) if self._v6 else addr[0]
             handle(self, FiveTuple((host, addr[1]), local, Transport.UDP), data)
 
+    def _readable_c(self, from_clients: Callable[..., list[tuple[bytes, tuple[str, int]]]]) -> None:
+        """The C loop forwards what matches a learned route; the rest takes the path above."""
+        rest = from_clients(self.fd, self.channel_routes, self.send_routes, READS_PER_WAKEUP)
+        if rest:
+            handle = self.server.client_datagram
+            local = self.local
+            for data, addr in rest:
+                host = canonical_host(addr[0]) if self._v6 else addr[0]
+                handle(self, FiveTuple((host, addr[1]), local, Transport.UDP), data)
+
     def send(self, data: bytes, client: Address) -> None:
         try:
             self.sock.sendto(data, client)
@@ -91,6 +115,15 @@ class UdpListener:
         except OSError as err:
             self.server.count("client_send_dropped")
             log.debug("udp send to %s failed: %s", client, err)
+
+
+def _deepen_receive_queue(sock: socket.socket) -> None:
+    for option in (SO_RCVBUFFORCE, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, option, LISTENER_RCVBUF)
+            return
+        except OSError:  # EPERM without CAP_NET_ADMIN: try the capped option
+            continue
 
 
 class StreamConnection(asyncio.Protocol):

@@ -69,6 +69,9 @@ class ServerOptions:
     # coturn's relay-threads: here worker processes sharing the listening ports with
     # SO_REUSEPORT (0 = one per CPU); 1 = a single process
     relay_threads: int = 1
+    # the packet loop: "c" (relay/server/_datapath.c, recvmmsg/sendmmsg), "python", or
+    # "auto" (c when it was built); env NATLAB_RELAY_DATAPATH overrides it
+    datapath: str = "auto"
 
     def __post_init__(self) -> None:
         if not self.listening_ips:
@@ -89,6 +92,8 @@ class ServerOptions:
                 raise OptionsError(f"port {port} out of range")
         if self.relay_threads < 0:
             raise OptionsError("relay-threads must be >= 0")
+        if self.datapath not in ("auto", "c", "python"):
+            raise OptionsError(f"datapath must be auto, c or python, not {self.datapath!r}")
         if self.use_auth_secret and not self.static_auth_secrets:
             raise OptionsError("use-auth-secret needs static-auth-secret")
         try:

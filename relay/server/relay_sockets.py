@@ -12,6 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 
+from relay.server.datapath import READS_PER_WAKEUP, Datapath
 from relay.stun.constants import AddressFamily
 from relay.turn.addresses import Address, host_family
 from relay.turn.ports import PortPool, RelayGrant
@@ -19,7 +20,6 @@ from relay.turn.ports import PortPool, RelayGrant
 log = logging.getLogger("relay.ports")
 
 PeerCallback = Callable[[Address, Address, bytes], None]
-READS_PER_WAKEUP = 256  # bound the work one readable socket can take from the loop
 RECV_SIZE = 65536
 # <linux/in.h>, <linux/in6.h>: not all exported by the socket module
 IP_MTU_DISCOVER = getattr(socket, "IP_MTU_DISCOVER", 10)
@@ -37,8 +37,10 @@ class SocketRelayPorts:
         on_peer_datagram: PeerCallback,
         *,
         hold_reserved: bool = True,
+        datapath: Datapath | None = None,
     ) -> None:
         self.loop = loop
+        self.datapath = datapath  # the C packet loop, when it runs
         # worker mode: a reserved port is only marked taken, not held, so that the worker the
         # claiming Allocate reaches can bind it (the bind itself then decides who owns it)
         self.hold_reserved = hold_reserved
@@ -101,7 +103,13 @@ class SocketRelayPorts:
         self._start(address, sock)
         return True
 
+    def fd_of(self, address: Address) -> int | None:
+        sock = self.sockets.get(address)
+        return sock.fileno() if sock is not None else None
+
     def close(self, address: Address) -> None:
+        if self.datapath is not None:
+            self.datapath.forget_relay(address)  # before the descriptor number can be reused
         sock = self.sockets.pop(address, None)
         if sock is not None:
             self.loop.remove_reader(sock.fileno())
@@ -144,7 +152,10 @@ class SocketRelayPorts:
 
     def _start(self, address: Address, sock: socket.socket) -> None:
         self.sockets[address] = sock
-        self.loop.add_reader(sock.fileno(), self._readable, address, sock)
+        if self.datapath is None:
+            self.loop.add_reader(sock.fileno(), self._readable, address, sock)
+        else:
+            self.loop.add_reader(sock.fileno(), self._readable_c, address, sock.fileno())
 
     def _readable(self, address: Address, sock: socket.socket) -> None:
         for _ in range(READS_PER_WAKEUP):
@@ -156,6 +167,14 @@ class SocketRelayPorts:
                 log.debug("relay %s recv error: %s", address, err)
                 continue
             self.on_peer_datagram(address, (peer[0], peer[1]), data)
+
+    def _readable_c(self, address: Address, fd: int) -> None:
+        """The C loop sends peers' datagrams with a channel route; the rest goes up as above."""
+        datapath = self.datapath
+        assert datapath is not None
+        routes = datapath.peer_routes.get(address, datapath.empty)
+        for data, peer in datapath.forwarder.from_peers(fd, routes, READS_PER_WAKEUP):
+            self.on_peer_datagram(address, peer, data)
 
 
 def _set_dont_fragment(sock: socket.socket) -> None:

@@ -298,6 +298,31 @@ class TurnCore:
         )
         return five_tuple, self._encode(indication, None, software=False)
 
+    def route_deadline(self, five_tuple: FiveTuple, peer: Address, number: int | None) -> float:
+        """Until when relaying from this client to ``peer`` (on channel ``number``, or by Send
+        indication when None) stays allowed without a new decision: the earliest expiry of
+        the allocation, the permission (RFC 8656 §9) and the channel binding (§12). A shell
+        may replay the decision until then; 0.0 when it is not allowed now."""
+        allocation = self.allocations.by_five_tuple.get(five_tuple)
+        if allocation is None:
+            return 0.0
+        deadline = min(allocation.expires, allocation.permissions.get(peer[0], 0.0))
+        if number is not None:
+            binding = allocation.channels.get(number)
+            if binding is None or binding.peer != peer:
+                return 0.0
+            deadline = min(deadline, binding.expires)
+        return deadline
+
+    def peer_route_deadline(self, relay: Address, peer: Address) -> float:
+        """As ``route_deadline``, for a peer's datagrams to the client over its channel
+        (RFC 8656 §12.7); 0.0 without a channel (those become Data indications)."""
+        allocation = self.allocations.by_relay.get(relay)
+        binding = allocation.peer_channels.get(peer) if allocation is not None else None
+        if allocation is None or binding is None:
+            return 0.0
+        return min(allocation.expires, allocation.permissions.get(peer[0], 0.0), binding.expires)
+
     def tick(self, now: float) -> list[Effect]:
         """Expire allocations, permissions, channels and reservations (RFC 8656 §5, §9, §12)."""
         for allocation in self.allocations.expired(now):
