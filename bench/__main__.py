@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     relay.add_argument("--alloc-clients", type=int, help="clients in the Allocate-rate run (2000)")
     relay.add_argument("--hold", type=int, help="allocations held open (default 10000)")
     relay.add_argument("--no-pin", action="store_true", help="do not pin relay/load to CPUs")
+    relay.add_argument(
+        "--datapath", choices=("auto", "c", "python"),
+        help="our relay's packet loop (default auto: the C loop when built); python measures "
+        "the loop it replaced",
+    )  # fmt: skip
     return parser
 
 
@@ -80,6 +85,7 @@ def relay_config(args: argparse.Namespace) -> RelayBenchConfig:
         ("threads", args.threads),
         ("alloc_clients", args.alloc_clients),
         ("hold_allocations", args.hold),
+        ("datapath", args.datapath),
     ):
         if value is not None:
             overrides[name] = value
