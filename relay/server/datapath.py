@@ -5,9 +5,11 @@ every datagram that matches a route the core approved earlier; everything else c
 the Python path. The core stays the only judge: a route is learned here only after
 ``TurnCore`` relayed a packet the same way, and it carries a deadline, the earliest of the
 allocation's, the permission's and the channel binding's expiry at that moment
-(``TurnCore.route_deadline``). Lifetimes only grow while an allocation lives, so a route
-is never more permissive than the core; when a relayed address closes, ``forget_relay``
-drops every route through it before its socket (and descriptor number) is released.
+(``TurnCore.route_deadline``). Permissions and channel bindings only grow while they live
+(a Refresh may shorten an allocation, but its expiry deletes it at the next tick), and a
+route re-learned after its deadline takes the peer the core chose then; so a route is never
+more permissive than the core. When a relayed address closes, ``forget_relay`` drops every
+route through it before its socket (and descriptor number) is released.
 
 Only UDP clients are served by the C loop; TCP and TLS clients, Data indications, refused
 or malformed packets always take the Python path, which counts what it drops.
@@ -46,7 +48,7 @@ ToClientTable = dict[bytes, ToClient]
 def resolve(choice: str) -> str:
     """The loop to run for the ``datapath`` option: "c" or "python"; ValueError if "c" is
     asked for and not built."""
-    choice = os.environ.get(ENV, choice) or "auto"
+    choice = os.environ.get(ENV) or choice  # an empty variable counts as unset
     if choice not in CHOICES:
         raise ValueError(f"datapath must be one of {', '.join(CHOICES)}, not {choice!r}")
     if choice == "auto":
@@ -103,7 +105,9 @@ class Datapath:
         """A client's ChannelData or Send indication the core just relayed to ``peer``."""
         known = table.get(key)
         if known is not None and known[0] == relay_fd:
-            table[key] = (relay_fd, known[1], deadline)  # the same route, a later deadline
+            # the same relayed socket: the core's peer as of now (RFC 8656 §12: an expired
+            # channel number may be bound to another peer) and its deadline
+            table[key] = (relay_fd, self._sockaddr(*peer), deadline)
             return
         if not self._room(relay):
             return
