@@ -42,7 +42,9 @@ from .attributes import (
     XorPeerAddress,
     XorRelayedAddress,
     decode_attribute,
+    encode_address_value,
     encode_attribute,
+    encode_tlv,
 )
 from .channeldata import ChannelData, StreamFramer, decode_channel_data, is_channel_data
 from .constants import (
@@ -73,7 +75,7 @@ from .integrity import (
     verify_integrity,
     verify_integrity_sha256,
 )
-from .message import Message, decode_message, encode_message, is_stun
+from .message import Message, decode_message, encode_body, encode_message, is_stun
 
 __all__ = [
     "ATTRIBUTES",
@@ -140,8 +142,11 @@ __all__ = [
     "decode_attribute",
     "decode_channel_data",
     "decode_message",
+    "encode_address_value",
     "encode_attribute",
+    "encode_body",
     "encode_message",
+    "encode_tlv",
     "fingerprint",
     "is_channel_data",
     "is_stun",

@@ -91,7 +91,30 @@ def _xor_key(attr_type: int, transaction_id: bytes) -> bytes:
 
 
 def _xor(data: bytes, key: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(data, key, strict=False))
+    n = len(data)
+    return (int.from_bytes(data, "big") ^ int.from_bytes(key[:n], "big")).to_bytes(n, "big")
+
+
+_ADDRESS_HEAD = struct.Struct("!BBH")
+_COOKIE_HIGH = MAGIC_COOKIE >> 16
+
+
+def encode_address_value(packed: bytes, port: int, transaction_id: bytes | None) -> bytes:
+    """An address attribute's value from a packed IPv4 or IPv6 address: as RFC 8489 §14.1, or
+    XORed as §14.2 when ``transaction_id`` is given. Lets an encoder skip ``ipaddress``."""
+    port = _u16("port", port)
+    if len(packed) == 4:
+        family = AddressFamily.IPV4
+    elif len(packed) == 16:
+        family = AddressFamily.IPV6
+    else:
+        raise StunEncodeError(f"not a packed IP address: {len(packed)} bytes")
+    if transaction_id is not None:
+        if len(transaction_id) != TRANSACTION_ID_LENGTH:
+            raise StunEncodeError(f"transaction id of {len(transaction_id)} bytes")
+        port ^= _COOKIE_HIGH
+        packed = _xor(packed, _COOKIE_BYTES + transaction_id)
+    return _ADDRESS_HEAD.pack(0, family, port) + packed
 
 
 @dataclass(frozen=True)
@@ -102,40 +125,33 @@ class _AddressAttribute(Attribute):
     XORED: ClassVar[bool] = False
 
     def encode_value(self, transaction_id: bytes) -> bytes:
-        port = _u16("port", self.port)
-        if isinstance(self.ip, ipaddress.IPv4Address):
-            family = AddressFamily.IPV4
-        elif isinstance(self.ip, ipaddress.IPv6Address):
-            family = AddressFamily.IPV6
-        else:
+        if not isinstance(self.ip, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             raise StunEncodeError(f"{attribute_name(self.TYPE)}: not an IP address: {self.ip!r}")
-        packed = self.ip.packed
-        if self.XORED:
-            if len(transaction_id) != TRANSACTION_ID_LENGTH:
-                raise StunEncodeError(f"transaction id of {len(transaction_id)} bytes")
-            port ^= MAGIC_COOKIE >> 16
-            packed = _xor(packed, _COOKIE_BYTES + transaction_id)
-        return struct.pack("!BBH", 0, family, port) + packed
+        return encode_address_value(
+            self.ip.packed, self.port, transaction_id if self.XORED else None
+        )
 
     @classmethod
     def decode_value(cls, value: bytes, transaction_id: bytes) -> Self:
-        name = attribute_name(cls.TYPE)
         if len(value) < 4:
-            raise StunDecodeError(f"{name}: value length {len(value)} too short for an address")
+            raise StunDecodeError(
+                f"{attribute_name(cls.TYPE)}: value length {len(value)} too short for an address"
+            )
         family, port = value[1], int.from_bytes(value[2:4], "big")
         if family == AddressFamily.IPV4:
             expected = 8
         elif family == AddressFamily.IPV6:
             expected = 20
         else:
-            raise StunDecodeError(f"{name}: bad address family 0x{family:02x}")
+            raise StunDecodeError(f"{attribute_name(cls.TYPE)}: bad address family 0x{family:02x}")
         if len(value) != expected:
             raise StunDecodeError(
-                f"{name}: value length {len(value)}, expected {expected} for family {family}"
+                f"{attribute_name(cls.TYPE)}: value length {len(value)}, expected {expected} "
+                f"for family {family}"
             )
         packed = value[4:]
         if cls.XORED:
-            port ^= MAGIC_COOKIE >> 16
+            port ^= _COOKIE_HIGH
             packed = _xor(packed, _xor_key(cls.TYPE, transaction_id))
         ip: IPAddress = (
             ipaddress.IPv4Address(packed) if expected == 8 else ipaddress.IPv6Address(packed)
@@ -185,13 +201,17 @@ class OtherAddress(_AddressAttribute):
 
 
 def _decode_text(attr_type: int, value: bytes, limit: int) -> str:
-    name = attribute_name(attr_type)
+    # attribute_name only on failure: it costs an enum lookup per attribute otherwise
     if len(value) > limit:
-        raise StunDecodeError(f"{name}: {len(value)} bytes, at most {limit} allowed")
+        raise StunDecodeError(
+            f"{attribute_name(attr_type)}: {len(value)} bytes, at most {limit} allowed"
+        )
     try:
         return value.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise StunDecodeError(f"{name}: invalid UTF-8 at byte {exc.start}") from None
+        raise StunDecodeError(
+            f"{attribute_name(attr_type)}: invalid UTF-8 at byte {exc.start}"
+        ) from None
 
 
 def _encode_text(attr_type: int, value: str, limit: int) -> bytes:
@@ -808,7 +828,16 @@ def decode_attribute(attr_type: int, value: bytes, transaction_id: bytes) -> Att
 
 def encode_attribute(attr: Attribute, transaction_id: bytes) -> bytes:
     """Type, length, value and zero padding (RFC 8489 §14)."""
-    value = attr.encode_value(transaction_id)
-    if len(value) > 0xFFFF:
-        raise StunEncodeError(f"{attribute_name(attr.TYPE)}: value of {len(value)} bytes")
-    return struct.pack("!HH", attr.TYPE, len(value)) + value + bytes(_pad4(len(value)))
+    return encode_tlv(attr.TYPE, attr.encode_value(transaction_id))
+
+
+_TLV = struct.Struct("!HH")
+_PADDING = (b"", b"\x00\x00\x00", b"\x00\x00", b"\x00")  # by length % 4
+
+
+def encode_tlv(attr_type: int, value: bytes) -> bytes:
+    """One attribute from its type code and encoded value: header, value, zero padding."""
+    n = len(value)
+    if n > 0xFFFF:
+        raise StunEncodeError(f"{attribute_name(attr_type)}: value of {n} bytes")
+    return _TLV.pack(attr_type, n) + value + _PADDING[n % 4]

@@ -10,6 +10,7 @@ import unicodedata
 
 from .constants import HEADER_LENGTH, PasswordAlgorithm
 from .errors import SaslPrepError
+from .mac import hmac_sha1, hmac_sha256
 from .message import Message, fingerprint_of
 
 _SHA1_LENGTH = 20
@@ -110,7 +111,7 @@ def verify_integrity(msg: Message, key: bytes) -> bool:
     if offset is None or offset + 4 + _SHA1_LENGTH > len(raw):
         return False
     received = raw[offset + 4 : offset + 4 + _SHA1_LENGTH]
-    expected = hmac.new(key, _covered(raw, offset, _SHA1_LENGTH), hashlib.sha1).digest()
+    expected = hmac_sha1(key, _covered(raw, offset, _SHA1_LENGTH))
     return hmac.compare_digest(expected, received)
 
 
@@ -124,5 +125,5 @@ def verify_integrity_sha256(msg: Message, key: bytes) -> bool:
     if not 16 <= length <= 32 or offset + 4 + length > len(raw):
         return False
     received = raw[offset + 4 : offset + 4 + length]
-    expected = hmac.new(key, _covered(raw, offset, length), hashlib.sha256).digest()[:length]
+    expected = hmac_sha256(key, _covered(raw, offset, length))[:length]
     return hmac.compare_digest(expected, received)

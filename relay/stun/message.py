@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac as _hmac
 import struct
 import zlib
 from dataclasses import dataclass, field, replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from .attributes import (
+    ATTRIBUTES,
     Attribute,
     ErrorCodeAttr,
     Fingerprint,
@@ -30,6 +29,7 @@ from .constants import (
     Method,
 )
 from .errors import StunDecodeError, StunEncodeError
+from .mac import hmac_sha1, hmac_sha256
 
 A = TypeVar("A", bound=Attribute)
 
@@ -37,6 +37,31 @@ MAX_MESSAGE_LENGTH = 0xFFFC  # largest length field that is a multiple of 4 (RFC
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 _SHA1_LENGTH = 20
 _SHA256_LENGTH = 32
+_HEADER = struct.Struct("!HHI")
+_TLV = struct.Struct("!HH")
+_MESSAGE_INTEGRITY_TLV = _TLV.pack(AttrType.MESSAGE_INTEGRITY, _SHA1_LENGTH)
+_MESSAGE_INTEGRITY_SHA256_TLV = _TLV.pack(AttrType.MESSAGE_INTEGRITY_SHA256, _SHA256_LENGTH)
+_FINGERPRINT_TLV = _TLV.pack(AttrType.FINGERPRINT, 4)
+_FINGERPRINT = int(AttrType.FINGERPRINT)  # plain ints: enum member access is slow per attribute
+_MESSAGE_INTEGRITY = int(AttrType.MESSAGE_INTEGRITY)
+_MESSAGE_INTEGRITY_SHA256 = int(AttrType.MESSAGE_INTEGRITY_SHA256)
+
+# The classes Message.get finds through its index; other classes (the bases, a class defined
+# elsewhere) are looked up by scanning, so get keeps isinstance semantics either way. None of
+# them subclasses another, so the decoder indexes each attribute under its own class only.
+_INDEXED: frozenset[type[Attribute]] = frozenset({*ATTRIBUTES.values(), RawAttribute})
+_INDEX_KEYS: dict[type[Attribute], tuple[type[Attribute], ...]] = {}
+
+
+def _index_keys(cls: type[Attribute]) -> tuple[type[Attribute], ...]:
+    """The indexed classes an instance of cls is an instance of: usually just (cls,)."""
+    keys = _INDEX_KEYS.get(cls)
+    if keys is None:
+        keys = tuple(k for k in _INDEXED if issubclass(cls, k))
+        _INDEX_KEYS[cls] = keys  # one entry per attribute class
+    return keys
+
+
 # Integrity and FINGERPRINT are computed by encode_message from its flags, never copied.
 _COMPUTED = (MessageIntegrity, MessageIntegritySha256, Fingerprint)
 
@@ -71,6 +96,32 @@ def _method_value(method: int) -> int:
         return method
 
 
+# Message types seen, both ways: the two enum lookups of decode_type cost as much as the rest
+# of decoding a short request. Bounded, as a peer picks the types it sends.
+_TYPE_CACHE_SIZE = 256
+_TYPES: dict[int, tuple[int, MessageClass]] = {}
+_ENCODED_TYPES: dict[tuple[int, int], int] = {}
+
+
+def _decode_type_cached(message_type: int) -> tuple[int, MessageClass]:
+    decoded = _TYPES.get(message_type)
+    if decoded is None:
+        method, msg_class = decode_type(message_type)
+        decoded = (_method_value(method), msg_class)
+        if len(_TYPES) < _TYPE_CACHE_SIZE:
+            _TYPES[message_type] = decoded
+    return decoded
+
+
+def _encode_type_cached(method: int, msg_class: int) -> int:
+    message_type = _ENCODED_TYPES.get((method, msg_class))
+    if message_type is None:
+        message_type = encode_type(method, msg_class)  # raises for a method too wide
+        if len(_ENCODED_TYPES) < _TYPE_CACHE_SIZE:
+            _ENCODED_TYPES[(method, msg_class)] = message_type
+    return message_type
+
+
 @dataclass(frozen=True)
 class Message:
     """A STUN message. The last three fields are set by decode_message only."""
@@ -85,8 +136,26 @@ class Message:
 
     # --- lookup ---
 
+    def _first(self) -> dict[type[Attribute], Attribute]:
+        """Indexed class -> its first attribute: a handler asks for a dozen attributes. Made by
+        the decoder, or here on first use; kept in __dict__ beside the fields (frozen)."""
+        first: dict[type[Attribute], Attribute] | None = self.__dict__.get("_first_cache")
+        if first is None:
+            first = {}
+            for attr in self.attributes:
+                for key in _index_keys(type(attr)):
+                    first.setdefault(key, attr)
+            self.__dict__["_first_cache"] = first
+        return first
+
     def get(self, cls: type[A]) -> A | None:
         """First attribute of that class: only the first occurrence counts (RFC 8489 §14)."""
+        first = self.__dict__.get("_first_cache") or self._first()
+        attr = first.get(cls)
+        if isinstance(attr, cls):
+            return attr
+        if cls in _INDEXED:
+            return None
         for attr in self.attributes:
             if isinstance(attr, cls):
                 return attr
@@ -97,6 +166,8 @@ class Message:
 
     def unknown_comprehension_required(self) -> tuple[int, ...]:
         """Unknown types < 0x8000, each once, for a 420 + UNKNOWN-ATTRIBUTES (RFC 8489 §7.3)."""
+        if RawAttribute not in self._first():
+            return ()
         seen: dict[int, None] = {}
         for attr in self.attributes:
             if isinstance(attr, RawAttribute) and attr.type < 0x8000:
@@ -152,7 +223,7 @@ def decode_message(data: bytes) -> Message:
 def _decode(data: bytes) -> Message:
     if len(data) < HEADER_LENGTH:
         raise StunDecodeError(f"truncated header: {len(data)} bytes")
-    message_type, length, cookie = struct.unpack_from("!HHI", data, 0)
+    message_type, length, cookie = _HEADER.unpack_from(data, 0)
     if message_type & 0xC000:
         raise StunDecodeError(f"top bits of message type 0x{message_type:04x} not zero")
     if cookie != MAGIC_COOKIE:
@@ -163,17 +234,18 @@ def _decode(data: bytes) -> Message:
         raise StunDecodeError(
             f"length {length} does not match {len(data) - HEADER_LENGTH} bytes after the header"
         )
-    method, msg_class = decode_type(message_type)
+    method, msg_class = _decode_type_cached(message_type)
     transaction_id = data[8:HEADER_LENGTH]
 
     attrs: list[Attribute] = []
+    first: dict[type[Attribute], Attribute] = {}  # Message.get's index
     integrity_offset: int | None = None
     sha256_offset: int | None = None
     offset = HEADER_LENGTH
     end = len(data)
     while offset < end:
         # offset and end are multiples of 4, so the 4-byte TLV header always fits.
-        attr_type, attr_len = struct.unpack_from("!HH", data, offset)
+        attr_type, attr_len = _TLV.unpack_from(data, offset)
         value_start = offset + 4
         value_end = value_start + attr_len
         if value_end > end:
@@ -181,7 +253,7 @@ def _decode(data: bytes) -> Message:
         next_offset = value_end + (-attr_len % 4)  # padding ignored (RFC 8489 §14)
         value = data[value_start:value_end]
 
-        if attr_type == AttrType.FINGERPRINT:
+        if attr_type == _FINGERPRINT:
             # RFC 8489 §14.7: FINGERPRINT is last and covers everything before it.
             if next_offset != end:
                 raise StunDecodeError("FINGERPRINT is not the last attribute")
@@ -189,28 +261,43 @@ def _decode(data: bytes) -> Message:
             if fp.crc != fingerprint_of(data[:offset]):
                 raise StunDecodeError("FINGERPRINT mismatch")
             attrs.append(fp)
+            first.setdefault(Fingerprint, fp)
         elif sha256_offset is not None:
             pass  # RFC 8489 §14.6: after MESSAGE-INTEGRITY-SHA256 only FINGERPRINT counts
-        elif attr_type == AttrType.MESSAGE_INTEGRITY_SHA256:
-            attrs.append(decode_attribute(attr_type, value, transaction_id))
+        elif attr_type == _MESSAGE_INTEGRITY_SHA256:
+            attr = decode_attribute(attr_type, value, transaction_id)
+            attrs.append(attr)
+            first.setdefault(MessageIntegritySha256, attr)
             sha256_offset = offset
         elif integrity_offset is not None:
             pass  # RFC 8489 §14.5: after MESSAGE-INTEGRITY ignore all but the two above
         else:
-            attrs.append(decode_attribute(attr_type, value, transaction_id))
-            if attr_type == AttrType.MESSAGE_INTEGRITY:
+            attr = decode_attribute(attr_type, value, transaction_id)
+            attrs.append(attr)
+            first.setdefault(type(attr), attr)  # a registered class or RawAttribute
+            if attr_type == _MESSAGE_INTEGRITY:
                 integrity_offset = offset
         offset = next_offset
 
-    return Message(
-        method=_method_value(method),
+    return _decoded(
+        method=method,
         msg_class=msg_class,
         transaction_id=transaction_id,
         attributes=tuple(attrs),
         raw=data,
         integrity_offset=integrity_offset,
         integrity_sha256_offset=sha256_offset,
+        _first_cache=first,
     )
+
+
+def _decoded(**fields: Any) -> Message:
+    """Message(**fields) for the decoder, without the frozen __init__'s object.__setattr__ per
+    field (a good part of decoding a short request). Every field must be given, and the index
+    Message.get uses."""
+    msg: Message = object.__new__(Message)
+    msg.__dict__.update(fields)
+    return msg
 
 
 def fingerprint_of(data: bytes) -> int:
@@ -221,7 +308,7 @@ def fingerprint_of(data: bytes) -> int:
 def _header(message_type: int, length: int, transaction_id: bytes) -> bytes:
     if length > MAX_MESSAGE_LENGTH:
         raise StunEncodeError(f"message of {length} attribute bytes is too long")
-    return struct.pack("!HHI", message_type, length, MAGIC_COOKIE) + transaction_id
+    return _HEADER.pack(message_type, length, MAGIC_COOKIE) + transaction_id
 
 
 def encode_message(
@@ -240,26 +327,55 @@ def encode_message(
     tid = bytes(msg.transaction_id)
     if len(tid) != TRANSACTION_ID_LENGTH:
         raise StunEncodeError(f"transaction id of {len(tid)} bytes, expected 12")
-    message_type = encode_type(int(msg.method), int(msg.msg_class))
-    body = bytearray()
-    for attr in msg.attributes:
-        if not isinstance(attr, _COMPUTED):
-            body += encode_attribute(attr, tid)
+    body = b"".join(
+        [encode_attribute(attr, tid) for attr in msg.attributes if not isinstance(attr, _COMPUTED)]
+    )
+    return encode_body(
+        int(msg.method),
+        int(msg.msg_class),
+        tid,
+        body,
+        key=key,
+        sha1=sha1,
+        sha256=sha256,
+        fingerprint=fingerprint,
+    )
 
+
+def encode_body(
+    method: int,
+    msg_class: int,
+    transaction_id: bytes,
+    body: bytes,
+    *,
+    key: bytes | None = None,
+    sha1: bool = True,
+    sha256: bool = False,
+    fingerprint: bool = False,
+) -> bytes:
+    """A message from attributes already encoded (``encode_attribute`` output, concatenated),
+    then MESSAGE-INTEGRITY(-SHA256) and FINGERPRINT as encode_message adds them.
+
+    For senders that keep the encoding of attributes that do not change between messages.
+    """
+    if len(transaction_id) != TRANSACTION_ID_LENGTH:
+        raise StunEncodeError(f"transaction id of {len(transaction_id)} bytes, expected 12")
+    message_type = _encode_type_cached(method, msg_class)
+    length = len(body)
     if key is not None and sha1:
         # RFC 8489 §14.5: HMAC over the header (length counting this attribute) and body.
-        header = _header(message_type, len(body) + 4 + _SHA1_LENGTH, tid)
-        mac = _hmac.new(key, header + body, hashlib.sha1).digest()
-        body += struct.pack("!HH", AttrType.MESSAGE_INTEGRITY, _SHA1_LENGTH) + mac
+        length += 4 + _SHA1_LENGTH
+        mac = hmac_sha1(key, _header(message_type, length, transaction_id) + body)
+        body += _MESSAGE_INTEGRITY_TLV + mac
     if key is not None and sha256:
-        header = _header(message_type, len(body) + 4 + _SHA256_LENGTH, tid)
-        mac = _hmac.new(key, header + body, hashlib.sha256).digest()
-        body += struct.pack("!HH", AttrType.MESSAGE_INTEGRITY_SHA256, _SHA256_LENGTH) + mac
+        length += 4 + _SHA256_LENGTH
+        mac = hmac_sha256(key, _header(message_type, length, transaction_id) + body)
+        body += _MESSAGE_INTEGRITY_SHA256_TLV + mac
     if fingerprint:
-        header = _header(message_type, len(body) + 8, tid)
-        crc = fingerprint_of(header + body)
-        body += struct.pack("!HHI", AttrType.FINGERPRINT, 4, crc)
-    return _header(message_type, len(body), tid) + bytes(body)
+        length += 8
+        message = _header(message_type, length, transaction_id) + body
+        return message + _FINGERPRINT_TLV + fingerprint_of(message).to_bytes(4, "big")
+    return _header(message_type, length, transaction_id) + body
 
 
 __all__ = [
@@ -267,6 +383,7 @@ __all__ = [
     "Message",
     "decode_message",
     "decode_type",
+    "encode_body",
     "encode_message",
     "encode_type",
     "fingerprint_of",

@@ -49,6 +49,19 @@ def host_family(host: str) -> AddressFamily:
     return AddressFamily.IPV6 if ":" in host else AddressFamily.IPV4
 
 
+def packed_ip(host: str) -> bytes:
+    """The 4 or 16 bytes of a host's address. Dotted-quad IPv4 text is split by hand, as
+    ``ipaddress`` takes several times longer; anything else (IPv6, odd spellings) goes there."""
+    try:
+        a, b, c, d = map(int, host.split("."))
+        packed = bytes((a, b, c, d))  # ValueError outside 0..255
+    except ValueError:
+        return ipaddress.ip_address(host).packed
+    if f"{a}.{b}.{c}.{d}" != host:  # "010.0.0.1", "+1.2.3.4", " 1.2.3.4": not canonical
+        return ipaddress.ip_address(host).packed
+    return packed
+
+
 def canonical_host(host: str) -> str:
     """Canonical text of an address as sockets return it (drops an IPv6 zone)."""
     return str(ipaddress.ip_address(host.split("%", 1)[0]))

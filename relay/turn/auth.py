@@ -7,8 +7,6 @@ tries each key against MESSAGE-INTEGRITY(-SHA256). It never sees a password on t
 from __future__ import annotations
 
 import base64
-import hashlib
-import hmac
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,12 +14,14 @@ from typing import Protocol
 
 from relay.stun.constants import PasswordAlgorithm
 from relay.stun.integrity import long_term_key, saslprep
+from relay.stun.mac import hmac_sha1
 
 REST_SEPARATOR = ":"  # coturn rest-api-separator default
 _MD5_KEY_HEX_DIGITS = 32  # coturn user=name:0x<hex>: a precomputed 16-byte MD5 key
 _KEY_VALUE = re.compile(r"0x([0-9a-fA-F]{32})")
 _TIMESTAMP = re.compile(r"[0-9]{1,20}")  # ASCII digits only; str.isdigit would take "١٢"
 _ALGORITHMS = frozenset({PasswordAlgorithm.MD5, PasswordAlgorithm.SHA256})
+REST_CACHE_SIZE = 4096  # REST usernames whose keys are kept; cleared when full
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,7 @@ def _derive(username: str, realm: str, passwords: Iterable[str], algorithm: int)
 
 def rest_password(secret: str, username: str) -> str:
     """TURN REST password: base64(HMAC-SHA1(secret, username)) (draft-uberti-behave-turn-rest)."""
-    digest = hmac.new(secret.encode("utf-8"), username.encode("utf-8"), hashlib.sha1).digest()
+    digest = hmac_sha1(secret.encode("utf-8"), username.encode("utf-8"))
     return base64.b64encode(digest).decode("ascii")
 
 
@@ -122,22 +122,41 @@ class RestSecret:
     """
 
     secrets: tuple[str, ...]
+    # (username, realm, algorithm) -> (expiry or None, keys): a client sends the same username
+    # with every request, and deriving its key costs two HMACs and a parse. Only the derivation
+    # is kept: the expiry is still compared with ``now`` on each lookup.
+    _cache: dict[tuple[str, str, int], tuple[int | None, KeyLookup]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if not self.secrets:
             raise ValueError("RestSecret needs at least one static-auth-secret")
 
     def lookup(self, username: str, realm: str, algorithm: int, now: float) -> KeyLookup:
+        entry = (username, realm, algorithm)
+        cached = self._cache.get(entry)
+        if cached is None:
+            cached = self._uncached(username, realm, algorithm)
+            if len(self._cache) >= REST_CACHE_SIZE:
+                self._cache.clear()
+            self._cache[entry] = cached
+        expiry, result = cached
+        if expiry is not None and expiry < now:
+            return KeyLookup((), "expired")
+        return result
+
+    def _uncached(self, username: str, realm: str, algorithm: int) -> tuple[int | None, KeyLookup]:
+        """The lookup but for the time: "bad-username" (no expiry), else the expiry and the keys
+        or a reason ("algorithm-unavailable", "bad-realm": given only if not expired)."""
         parsed = _split_rest_username(username)
         if parsed is None:
-            return KeyLookup((), "bad-username")
+            return None, KeyLookup((), "bad-username")
         expiry, _user = parsed
-        if expiry < now:
-            return KeyLookup((), "expired")
         if algorithm not in _ALGORITHMS:
-            return KeyLookup((), "algorithm-unavailable")
+            return expiry, KeyLookup((), "algorithm-unavailable")
         passwords = (rest_password(secret, username) for secret in self.secrets)
-        return _derive(username, realm, passwords, algorithm)
+        return expiry, _derive(username, realm, passwords, algorithm)
 
 
 @dataclass(frozen=True)

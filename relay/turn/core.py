@@ -48,7 +48,9 @@ from relay.stun.attributes import (
     Username,
     XorMappedAddress,
     XorPeerAddress,
-    XorRelayedAddress,
+    encode_address_value,
+    encode_attribute,
+    encode_tlv,
 )
 from relay.stun.channeldata import is_channel_data
 from relay.stun.constants import (
@@ -64,8 +66,8 @@ from relay.stun.constants import (
 )
 from relay.stun.errors import StunDecodeError
 from relay.stun.integrity import verify_integrity, verify_integrity_sha256
-from relay.stun.message import Message, decode_message, encode_message
-from relay.turn.addresses import Address, FiveTuple, Transport, family_of
+from relay.stun.message import Message, decode_message, encode_body
+from relay.turn.addresses import Address, FiveTuple, Transport, family_of, packed_ip
 from relay.turn.allocation import Allocation, AllocationTable, ChannelBinding
 from relay.turn.auth import quota_identity
 from relay.turn.config import RESERVATION_LIFETIME, TurnConfig
@@ -98,6 +100,7 @@ _XOR_PEER_ADDRESS = int(AttrType.XOR_PEER_ADDRESS)
 _DATA = int(AttrType.DATA)
 # attributes a Send indication may carry that change nothing here (RFC 8656 §11.2)
 _SEND_IGNORED = frozenset({int(AttrType.SOFTWARE), int(AttrType.DONT_FRAGMENT)})
+_ANY_TID = bytes(12)  # for encoding attributes that do not depend on the transaction id
 
 
 class Fallback(Enum):
@@ -131,6 +134,14 @@ class TurnCore:
         self._password_algorithms = PasswordAlgorithms(
             tuple((int(a), b"") for a in config.password_algorithms)
         )
+        # Attributes every response of this server repeats, encoded once (RFC 8489 §14).
+        self._software = (
+            encode_attribute(Software(config.software), _ANY_TID) if config.software else b""
+        )
+        self._challenge_realm = encode_attribute(Realm(config.realm), _ANY_TID)
+        self._challenge_algorithms = encode_attribute(self._password_algorithms, _ANY_TID)
+        self._error_codes: dict[tuple[int, str], bytes] = {}
+        self._relay_packed: dict[str, bytes] = {}  # relay host -> its public address, packed
 
     # ------------------------------------------------------------------ entry points
 
@@ -289,14 +300,16 @@ class TurnCore:
             if five_tuple.transport is not Transport.UDP and size % 4:
                 return five_tuple, header + data + bytes(4 - size % 4)
             return five_tuple, header + data
-        # RFC 8656 §11.3: a Data indication
-        indication = Message(
-            Method.DATA,
-            MessageClass.INDICATION,
-            secrets.token_bytes(12),
-            (XorPeerAddress(_ip(peer[0]), peer[1]), Data(data)),
+        # RFC 8656 §11.3: a Data indication (XOR-PEER-ADDRESS, DATA), encoded without objects
+        tid = secrets.token_bytes(12)
+        parts = [
+            encode_tlv(_XOR_PEER_ADDRESS, encode_address_value(packed_ip(peer[0]), peer[1], tid)),
+            encode_tlv(_DATA, data),
+        ]
+        indication = self._encode_body(
+            Method.DATA, MessageClass.INDICATION, tid, parts, None, software=False
         )
-        return five_tuple, self._encode(indication, None, software=False)
+        return five_tuple, indication
 
     def route_deadline(self, five_tuple: FiveTuple, peer: Address, number: int | None) -> float:
         """Until when relaying from this client to ``peer`` (on channel ``number``, or by Send
@@ -424,7 +437,7 @@ class TurnCore:
         self._check_quota(user)  # step 7 (486/508 before ports are bound)
         try:
             return self._create_allocation(
-                now, five_tuple, msg, auth, family, families, dont_fragment
+                now, five_tuple, msg, auth, user, family, families, dont_fragment
             )
         except ProtocolError:
             self.quota.release(user)
@@ -436,6 +449,7 @@ class TurnCore:
         five_tuple: FiveTuple,
         msg: Message,
         auth: AuthContext,
+        user: str,
         family: AddressFamily,
         families: frozenset[AddressFamily],
         dont_fragment: bool,
@@ -493,31 +507,48 @@ class TurnCore:
             username=auth.username,
             realm=self.config.realm,
             key=auth.key,
-            quota_identity=quota_identity(auth.username),
+            quota_identity=user,
             expires=now + lifetime,
             transaction_id=msg.transaction_id,
         )
-        public = self.config.relay_public
-        attrs: list[Attribute] = [
-            XorRelayedAddress(_ip(public.get(r[0], r[0])), r[1]) for r in relays
+        # The success response, encoded attribute by attribute without ipaddress objects:
+        # XOR-RELAYED-ADDRESS(es), LIFETIME, [ADDRESS-ERROR-CODE], [RESERVATION-TOKEN],
+        # XOR-MAPPED-ADDRESS (RFC 8656 §7.2 step 10).
+        tid = msg.transaction_id
+        parts = [
+            encode_tlv(
+                AttrType.XOR_RELAYED_ADDRESS,
+                encode_address_value(self._public_packed(r[0]), r[1], tid),
+            )
+            for r in relays
         ]
-        attrs += [Lifetime(int(lifetime)), *extra]
+        parts.append(encode_tlv(AttrType.LIFETIME, int(lifetime).to_bytes(4, "big")))  # §18.2
+        parts += [encode_attribute(attr, tid) for attr in extra]
         if new_token:
-            attrs.append(ReservationToken(new_token))
-        attrs.append(XorMappedAddress(_ip(five_tuple.client[0]), five_tuple.client[1]))
-        effects = self._success(five_tuple, msg, tuple(attrs), auth)
-        allocation.response = effects[0].data if isinstance(effects[0], SendToClient) else b""
+            parts.append(encode_tlv(AttrType.RESERVATION_TOKEN, new_token))
+        client = five_tuple.client
+        mapped = encode_address_value(packed_ip(client[0]), client[1], tid)
+        parts.append(encode_tlv(AttrType.XOR_MAPPED_ADDRESS, mapped))
+        allocation.response = self._encode_body(msg.method, MessageClass.SUCCESS, tid, parts, auth)
         self.allocations.add(allocation)
         self.counters["allocations_total"] += 1
         log.info(
             "allocation created client=%s transport=%s relay=%s user=%s lifetime=%d",
-            _fmt(five_tuple.client),
+            _fmt(client),
             five_tuple.transport.value,
-            ",".join(_fmt(r) for r in relays),
+            _fmt(relays[0]) if len(relays) == 1 else ",".join(map(_fmt, relays)),
             auth.username,
             lifetime,
         )
-        return effects
+        return [SendToClient(five_tuple, allocation.response)]
+
+    def _public_packed(self, host: str) -> bytes:
+        """A relay host's address as XOR-RELAYED-ADDRESS shows it (external-ip), packed."""
+        packed = self._relay_packed.get(host)
+        if packed is None:
+            packed = packed_ip(self.config.relay_public.get(host, host))
+            self._relay_packed[host] = packed  # one entry per relay host
+        return packed
 
     def handle_refresh(self, now: float, five_tuple: FiveTuple, msg: Message) -> list[Effect]:
         auth = self._authenticate(now, five_tuple, msg)
@@ -717,7 +748,9 @@ class TurnCore:
         has_sha256 = msg.integrity_sha256_offset is not None
         if not (has_sha1 or has_sha256):
             self.counters["auth_challenges"] += 1
-            raise ProtocolError(401, "authentication required", self._challenge(now, client))
+            raise ProtocolError(
+                401, "authentication required", encoded=self._challenge(now, client)
+            )
         username = msg.get(Username)
         realm = msg.get(Realm)
         nonce = msg.get(Nonce)
@@ -727,20 +760,24 @@ class TurnCore:
         algorithm = self._password_algorithm(msg, nonce.value)
         if realm.value != cfg.realm:
             self._auth_failed("wrong-realm")
-            raise ProtocolError(401, "wrong realm", self._challenge(now, client))
+            raise ProtocolError(401, "wrong realm", encoded=self._challenge(now, client))
         lookup = cfg.authenticator.lookup(username.value, cfg.realm, algorithm, now)
         if not lookup.keys:
             self._auth_failed(lookup.reason or "unknown-user")
-            raise ProtocolError(401, lookup.reason or "unknown user", self._challenge(now, client))
+            raise ProtocolError(
+                401, lookup.reason or "unknown user", encoded=self._challenge(now, client)
+            )
         verify = verify_integrity_sha256 if has_sha256 else verify_integrity
         key = next((k for k in lookup.keys if verify(msg, k)), None)
         if key is None:
             self._auth_failed("bad-integrity")
-            raise ProtocolError(401, "MESSAGE-INTEGRITY mismatch", self._challenge(now, client))
+            raise ProtocolError(
+                401, "MESSAGE-INTEGRITY mismatch", encoded=self._challenge(now, client)
+            )
         state = cfg.nonces.check(nonce.value, now, client)
         if state != "ok":
             self._auth_failed(f"nonce-{state}")
-            raise ProtocolError(438, f"nonce {state}", self._challenge(now, client))
+            raise ProtocolError(438, f"nonce {state}", encoded=self._challenge(now, client))
         return AuthContext(username=username.value, key=key, sha256=has_sha256)
 
     def _password_algorithm(self, msg: Message, nonce: str) -> int:
@@ -763,9 +800,13 @@ class TurnCore:
             raise ProtocolError(400, "PASSWORD-ALGORITHM not offered")
         return chosen.algorithm
 
-    def _challenge(self, now: float, client: str) -> tuple[Attribute, ...]:
-        nonce = self.config.nonces.issue(now, client)
-        return (Realm(self.config.realm), Nonce(nonce), self._password_algorithms)
+    def _challenge(self, now: float, client: str) -> bytes:
+        """REALM, NONCE, PASSWORD-ALGORITHMS of a 401/438 (RFC 8489 §9.2.4), encoded: only the
+        nonce differs from one challenge to the next."""
+        nonce = self.config.nonces.issue(now, client).encode("ascii")  # qdtext (§14.10)
+        return (
+            self._challenge_realm + encode_tlv(AttrType.NONCE, nonce) + self._challenge_algorithms
+        )
 
     def _auth_failed(self, reason: str) -> None:
         log.info("auth failed reason=%s", reason)
@@ -781,16 +822,24 @@ class TurnCore:
         attrs: tuple[Attribute, ...],
         auth: AuthContext | None,
     ) -> list[Effect]:
-        response = Message(request.method, MessageClass.SUCCESS, request.transaction_id, attrs)
-        return [SendToClient(five_tuple, self._encode(response, auth))]
+        tid = request.transaction_id
+        parts = [encode_attribute(attr, tid) for attr in attrs]
+        data = self._encode_body(request.method, MessageClass.SUCCESS, tid, parts, auth)
+        return [SendToClient(five_tuple, data)]
 
     def _answer(self, five_tuple: FiveTuple, request: Message, err: ProtocolError) -> list[Effect]:
         """The one place where a ProtocolError becomes an error response (RFC 8489 §14.8)."""
         self.counters[f"error_{err.code}"] += 1
-        attrs = (ErrorCodeAttr(err.code, err.reason), *err.extra)
-        response = Message(request.method, MessageClass.ERROR, request.transaction_id, attrs)
+        tid = request.transaction_id
+        error_code = self._error_codes.get((err.code, err.reason))
+        if error_code is None:
+            error_code = encode_attribute(ErrorCodeAttr(err.code, err.reason), tid)
+            if len(self._error_codes) < 64:  # the codes and reasons are ours: a few dozen
+                self._error_codes[(err.code, err.reason)] = error_code
+        parts = [error_code, *(encode_attribute(attr, tid) for attr in err.extra), err.encoded]
         auth = self._response_auth(five_tuple, request) if err.protected else None
-        return [SendToClient(five_tuple, self._encode(response, auth))]
+        data = self._encode_body(request.method, MessageClass.ERROR, tid, parts, auth)
+        return [SendToClient(five_tuple, data)]
 
     def _response_auth(self, five_tuple: FiveTuple, request: Message) -> AuthContext | None:
         """Protect an error answer with the allocation's key when the request carried it."""
@@ -806,17 +855,31 @@ class TurnCore:
         return AuthContext(allocation.username, allocation.key, sha256)
 
     def _encode(self, msg: Message, auth: AuthContext | None, *, software: bool = True) -> bytes:
-        if software and self.config.software:
-            msg = Message(
-                msg.method,
-                msg.msg_class,
-                msg.transaction_id,
-                (*msg.attributes, Software(self.config.software)),
-            )
+        tid = msg.transaction_id
+        parts = [encode_attribute(attr, tid) for attr in msg.attributes]
+        return self._encode_body(msg.method, msg.msg_class, tid, parts, auth, software=software)
+
+    def _encode_body(
+        self,
+        method: int,
+        msg_class: MessageClass,
+        transaction_id: bytes,
+        parts: list[bytes],
+        auth: AuthContext | None,
+        *,
+        software: bool = True,
+    ) -> bytes:
+        """Encoded attributes + SOFTWARE, then MESSAGE-INTEGRITY(-SHA256) with the request's
+        algorithm (RFC 8489 §9.2.4) and FINGERPRINT when configured."""
+        if software:
+            parts.append(self._software)
         key = auth.key if auth is not None else None
         sha256 = auth is not None and auth.sha256
-        return encode_message(
-            msg,
+        return encode_body(
+            method,
+            msg_class,
+            transaction_id,
+            b"".join(parts),
             key=key,
             sha1=not sha256,
             sha256=sha256,

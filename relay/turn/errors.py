@@ -20,11 +20,15 @@ class ProtocolError(TurnError):
         extra: tuple[Attribute, ...] = (),
         *,
         protected: bool = True,
+        encoded: bytes = b"",
     ) -> None:
         self.code = code
         self.reason = REASONS.get(code, "Error")
         self.detail = detail
         self.extra = extra
+        # more attributes, already encoded (relay.stun encode_tlv), sent after extra: the
+        # 401/438 challenge, whose REALM and PASSWORD-ALGORITHMS are encoded once per server
+        self.encoded = encoded
         # RFC 8489 §9.2.4: 400/401/420/438 answers carry no MESSAGE-INTEGRITY
         self.protected = protected and code not in (400, 401, 420, 438)
         super().__init__(f"{code} {self.reason}: {detail}" if detail else f"{code} {self.reason}")

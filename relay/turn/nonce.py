@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from relay.stun.constants import NONCE_COOKIE
+from relay.stun.mac import hmac_sha256
 
 # RFC 8489 §18.1 as published: "Bits are assigned starting from the most significant side of
 # the bit set, so Bit 0 is the leftmost bit". Beware: the §B.1 test vector's "obMatJos2AAAC"
@@ -35,6 +35,9 @@ MIN_SECRET_LENGTH = 16  # bytes; the MAC is only as strong as this
 _MAC_LENGTH = 16  # bytes of HMAC-SHA256 kept (128 bits)
 _MAC_LABEL = b"natlab-relay nonce v1\x00"
 _EXPIRY_DIGITS = 12  # hex digits of milliseconds: good until the year 10889
+_EXPIRY_LIMIT = 16**_EXPIRY_DIGITS
+_MAC_CHARACTERS = 22  # base64url of 16 bytes, "==" dropped
+_URLSAFE = bytes.maketrans(b"+/", b"-_")  # RFC 4648 §5
 _NONCE = re.compile(
     re.escape(NONCE_COOKIE)
     + r"([A-Za-z0-9+/]{4})"
@@ -69,25 +72,29 @@ class NonceFactory:
     secret: bytes
     lifetime: float = 600.0  # seconds; coturn's stale-nonce default is 600 too
     features: int = 0  # RFC 8489 §9.2 security feature bits (FEATURE_* above)
+    # "obMatJos2" + the encoded features: the part every nonce we issue starts with
+    _head: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if len(self.secret) < MIN_SECRET_LENGTH:
             raise ValueError(f"nonce secret must be at least {MIN_SECRET_LENGTH} bytes")
         if not (self.lifetime > 0 and math.isfinite(self.lifetime)):
             raise ValueError(f"nonce lifetime must be positive, not {self.lifetime}")
-        encode_features(self.features)  # validates the range
+        # encode_features validates the range
+        object.__setattr__(self, "_head", NONCE_COOKIE + encode_features(self.features))
 
     def _mac(self, prefix: str, client: str) -> str:
         message = _MAC_LABEL + prefix.encode("ascii") + client.encode("utf-8", "surrogatepass")
-        digest = hmac.new(self.secret, message, hashlib.sha256).digest()[:_MAC_LENGTH]
-        return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
+        digest = hmac_sha256(self.secret, message)[:_MAC_LENGTH]
+        encoded = binascii.b2a_base64(digest, newline=False)[:_MAC_CHARACTERS]
+        return encoded.translate(_URLSAFE).decode("ascii")
 
     def issue(self, now: float, client: str) -> str:
         """A nonce for ``client`` (any string naming the client, e.g. its 5-tuple)."""
         expiry_ms = int((now + self.lifetime) * 1000)
-        if not 0 <= expiry_ms < 16**_EXPIRY_DIGITS:
+        if not 0 <= expiry_ms < _EXPIRY_LIMIT:
             raise ValueError(f"time {now} out of range for a nonce")
-        prefix = f"{NONCE_COOKIE}{encode_features(self.features)}{expiry_ms:0{_EXPIRY_DIGITS}x}"
+        prefix = f"{self._head}{expiry_ms:0{_EXPIRY_DIGITS}x}"
         return prefix + self._mac(prefix, client)
 
     def check(self, nonce: str, now: float, client: str) -> str:
@@ -103,7 +110,8 @@ class NonceFactory:
             return "invalid"
         # Authentic from here on. A changed feature set (config reload) makes old nonces stale,
         # so the client gets a fresh one with the current features (RFC 8489 §9.2.4 -> 438).
-        if _decode_features(match.group(1)) != self.features:
+        # Four base64 characters and 24 bits map one to one, so comparing the text suffices.
+        if not nonce.startswith(self._head):
             return "stale"
         if now * 1000 >= int(match.group(2), 16):
             return "stale"
@@ -114,5 +122,7 @@ class NonceFactory:
         clients read it from a server's nonce); None if there is no cookie."""
         if not nonce.isascii() or not nonce.startswith(NONCE_COOKIE):
             return None
+        if nonce.startswith(self._head):
+            return self.features  # our own feature set: nothing to decode
         start = len(NONCE_COOKIE)
         return _decode_features(nonce[start : start + 4])

@@ -101,12 +101,14 @@ class MemoryRelayPorts:
         self.open_addresses: set[Address] = set()
         self.reserved: set[Address] = set()
         self.dont_fragment: set[Address] = set()
+        self._hosts = {host_family(h): h for h in reversed(relay_hosts)}  # first per family
+        self._families = frozenset(self._hosts)
 
     def families(self) -> frozenset[AddressFamily]:
-        return frozenset(host_family(h) for h in self.relay_hosts)
+        return self._families
 
     def _host(self, family: AddressFamily) -> str | None:
-        return next((h for h in self.relay_hosts if host_family(h) == family), None)
+        return self._hosts.get(family)
 
     def open(
         self,

@@ -246,3 +246,35 @@ def test_combined_auth_unknown_user() -> None:
 )
 def test_quota_identity(username: str, identity: str) -> None:
     assert quota_identity(username) == identity
+
+
+def test_rest_secret_cached_key_still_expires() -> None:
+    # the derivation is cached per username; the expiry is compared with now on every lookup
+    auth = RestSecret((SECRET,))
+    username = f"{int(NOW) + 10}:alice"
+    first = auth.lookup(username, REALM, MD5, NOW)
+    assert first.keys and auth.lookup(username, REALM, MD5, NOW + 5) == first
+    assert auth.lookup(username, REALM, MD5, NOW + 11) == KeyLookup((), "expired")
+    assert auth.lookup(username, REALM, SHA256, NOW).keys == (
+        sha256_key(username, REALM, seed_recipe_password(SECRET, username)),
+    )
+    assert auth.lookup(username, "other", MD5, NOW).keys != first.keys
+
+
+def test_rest_secret_cache_is_bounded() -> None:
+    import relay.turn.auth as auth_module
+
+    auth = RestSecret((SECRET,))
+    for i in range(auth_module.REST_CACHE_SIZE + 5):
+        auth.lookup(f"{int(NOW) + 60}:user{i}", REALM, MD5, NOW)
+    assert 0 < len(auth._cache) <= auth_module.REST_CACHE_SIZE
+    assert auth == RestSecret((SECRET,))  # the cache is no part of equality
+
+
+def test_rest_secret_cached_reasons_keep_their_order() -> None:
+    auth = RestSecret((SECRET,))
+    for _ in range(2):  # first derived, then cached
+        assert auth.lookup("alice", REALM, MD5, NOW) == KeyLookup((), "bad-username")
+        assert auth.lookup("1600000000", REALM, 7, NOW) == KeyLookup((), "expired")
+        assert auth.lookup("1800000000", REALM, 7, NOW).reason == "algorithm-unavailable"
+        assert auth.lookup("1800000000", "bad\u0007realm", MD5, NOW).reason == "bad-realm"

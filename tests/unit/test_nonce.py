@@ -212,3 +212,25 @@ def test_nonce_factory_rejects_bad_config(kwargs: dict[str, object]) -> None:
 def test_nonce_issue_rejects_time_out_of_range() -> None:
     with pytest.raises(ValueError):
         factory().issue(-1000.0, CLIENT)
+
+
+def test_nonce_features_of_own_feature_set_needs_ascii_too() -> None:
+    f = factory(features=FEATURE_PASSWORD_ALGORITHMS)
+    nonce = f.issue(NOW, CLIENT)
+    assert f.features_of(nonce) == FEATURE_PASSWORD_ALGORITHMS
+    assert f.features_of(nonce[:13]) == FEATURE_PASSWORD_ALGORITHMS  # the cookie part is enough
+    assert f.features_of(nonce + "é") is None  # as for any other non-ASCII nonce
+    assert factory(features=0).features_of(nonce) == FEATURE_PASSWORD_ALGORITHMS
+
+
+def test_nonce_issue_mac_is_base64url_of_the_hmac() -> None:
+    # RFC 4648 §5 alphabet, no padding: the layout the module docstring promises
+    import base64
+    import hashlib
+    import hmac
+
+    nonce = factory().issue(NOW, CLIENT)
+    prefix, mac = nonce[:25], nonce[25:]
+    message = b"natlab-relay nonce v1\x00" + prefix.encode() + CLIENT.encode()
+    digest = hmac.new(SECRET, message, hashlib.sha256).digest()[:16]
+    assert mac == base64.urlsafe_b64encode(digest).decode().rstrip("=")

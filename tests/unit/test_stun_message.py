@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import ipaddress
 import pathlib
 import struct
@@ -372,3 +373,123 @@ def test_stun_package_imports_no_io_modules() -> None:
 def test_decode_non_bytes_input_raises_stun_error(bogus: object) -> None:
     with pytest.raises(StunDecodeError, match=r"^malformed message"):
         decode_message(bogus)  # type: ignore[arg-type]
+
+
+# --- encode_body, encode_tlv, encode_address_value (pre-encoded attributes) -------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "sha1", "sha256", "fingerprint"),
+    [(None, True, False, False), (None, True, False, True), (KEY, True, False, True),
+     (KEY, False, True, True), (KEY, True, True, False)],
+)  # fmt: skip
+def test_encode_body_equals_encode_message(
+    key: bytes | None, sha1: bool, sha256: bool, fingerprint: bool
+) -> None:
+    attrs = (Username("alice"), Software("abcde"), Lifetime(600), RawAttribute(0x8050, b"xy"))
+    msg = Message(Method.ALLOCATE, MessageClass.ERROR, TID, attrs)
+    body = b"".join(relay.stun.encode_attribute(a, TID) for a in attrs)
+    flags = {"key": key, "sha1": sha1, "sha256": sha256, "fingerprint": fingerprint}
+    assert relay.stun.encode_body(
+        Method.ALLOCATE, MessageClass.ERROR, TID, body, **flags
+    ) == encode_message(msg, **flags)  # type: ignore[arg-type]
+
+
+def test_encode_body_refuses_what_encode_message_refuses() -> None:
+    with pytest.raises(StunEncodeError, match="transaction id"):
+        relay.stun.encode_body(Method.BINDING, MessageClass.REQUEST, b"short", b"")
+    with pytest.raises(StunEncodeError, match="12 bits"):
+        relay.stun.encode_body(0x1000, MessageClass.REQUEST, TID, b"")
+    with pytest.raises(StunEncodeError, match="too long"):
+        relay.stun.encode_body(Method.BINDING, MessageClass.REQUEST, TID, bytes(0x10000))
+
+
+@pytest.mark.parametrize("value", [b"", b"a", b"ab", b"abc", b"abcd", b"abcde"])
+def test_encode_tlv_pads_like_encode_attribute(value: bytes) -> None:
+    assert relay.stun.encode_tlv(0x8050, value) == relay.stun.encode_attribute(
+        RawAttribute(0x8050, value), TID
+    )
+
+
+def test_encode_tlv_refuses_oversize_value() -> None:
+    with pytest.raises(StunEncodeError, match="value of 65536 bytes"):
+        relay.stun.encode_tlv(0x8050, bytes(65536))
+
+
+@pytest.mark.parametrize("host", ["198.18.1.10", "0.0.0.0", "2001:db8::7", "::ffff:10.0.0.1"])
+@pytest.mark.parametrize("cls", [relay.stun.XorMappedAddress, relay.stun.MappedAddress])
+def test_encode_address_value_equals_attribute_encoding(
+    host: str, cls: type[relay.stun.MappedAddress]
+) -> None:
+    ip = ipaddress.ip_address(host)
+    xored = cls is relay.stun.XorMappedAddress
+    value = relay.stun.encode_address_value(ip.packed, 40000, TID if xored else None)
+    assert value == cls(ip, 40000).encode_value(TID)
+    assert cls.decode_value(value, TID) == cls(ip, 40000)
+
+
+def test_encode_address_value_refuses_bad_input() -> None:
+    with pytest.raises(StunEncodeError, match="packed IP"):
+        relay.stun.encode_address_value(b"\x01\x02\x03", 1, None)
+    with pytest.raises(StunEncodeError, match="port"):
+        relay.stun.encode_address_value(bytes(4), 65536, None)
+    with pytest.raises(StunEncodeError, match="transaction id"):
+        relay.stun.encode_address_value(bytes(16), 1, b"short")
+
+
+# --- decoded messages: every field set, lookup keeps isinstance semantics ---------------------
+
+
+def test_decode_sets_every_field_as_the_constructor_does() -> None:
+    data = encode_message(
+        Message.request(Method.ALLOCATE, TID, Username("u"), Lifetime(5)),
+        key=KEY,
+        fingerprint=True,
+    )
+    decoded = decode_message(data)
+    rebuilt = Message(
+        decoded.method,
+        decoded.msg_class,
+        decoded.transaction_id,
+        decoded.attributes,
+        decoded.raw,
+        decoded.integrity_offset,
+        decoded.integrity_sha256_offset,
+    )
+    assert decoded == rebuilt
+    fields = {f.name for f in dataclasses.fields(Message)}
+    assert fields <= set(vars(decoded))
+    assert repr(decoded) == repr(rebuilt)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        decoded.method = 1  # type: ignore[misc]
+
+
+def test_decode_get_finds_base_classes_and_absent_ones() -> None:
+    data = packet(0x0001, tlv(0x8022, b"soft"), tlv(0x0006, b"user"), tlv(0x7F01, b"??"))
+    msg = decode_message(data)
+    text_base = type(Username("x")).__mro__[1]  # _TextAttribute
+    assert msg.get(text_base) == Software("soft")  # the first text attribute, as isinstance
+    assert msg.get(relay.stun.Attribute) == Software("soft")
+    assert msg.get(Username) == Username("user")
+    assert msg.get(Realm) is None
+    assert msg.get(RawAttribute) == RawAttribute(0x7F01, b"??")
+    assert msg.unknown_comprehension_required() == (0x7F01,)
+
+
+def test_message_get_on_a_built_message_sees_subclasses_first() -> None:
+    class Nickname(Username):
+        pass
+
+    msg = Message.request(Method.BINDING, TID, Nickname("nick"), Username("user"))
+    assert msg.get(Username) == Nickname("nick")  # isinstance: the subclass counts
+    assert msg.get(Nickname) == Nickname("nick")
+    assert Message.request(Method.BINDING, TID, Username("user")).get(Nickname) is None
+    assert msg.unknown_comprehension_required() == ()
+
+
+def test_message_with_attributes_sees_the_new_attributes() -> None:
+    msg = decode_message(packet(0x0001, tlv(0x8022, b"soft")))
+    assert msg.get(Realm) is None
+    grown = msg.with_attributes(Realm("r"))
+    assert grown.get(Realm) == Realm("r")
+    assert grown.get(Software) == Software("soft")

@@ -26,6 +26,7 @@ from relay.stun.attributes import (
     RequestedAddressFamily,
     RequestedTransport,
     ReservationToken,
+    Software,
     UnknownAttributes,
     Username,
     XorMappedAddress,
@@ -596,3 +597,86 @@ def test_core_send_fast_path_falls_back_for_fingerprint_and_ipv6() -> None:
     )
     for data in (with_fp, v6, with_fp[:30]):
         assert client.core.relay_send_indication(client.now, CLIENT, data) is Fallback.FULL_DECODE
+
+
+# ---------------------------------------------------------------- pre-encoded responses
+# The 401 challenge, the Allocate success and the Data indication are built from encoded
+# attributes; they must be byte for byte what encoding the attribute objects gives.
+
+ALGORITHMS = PasswordAlgorithms(((PasswordAlgorithm.MD5, b""), (PasswordAlgorithm.SHA256, b"")))
+
+
+@pytest.mark.parametrize(("software", "fingerprint"), [("natlab-relay", True), (None, False)])
+def test_core_challenge_bytes_equal_attribute_encoding(
+    software: str | None, fingerprint: bool
+) -> None:
+    core = make_core(software=software, fingerprint=fingerprint)
+    tid = bytes(range(12))
+    bare = encode_message(Message.request(Method.ALLOCATE, tid, RequestedTransport(17)))
+    [effect] = core.handle_client(T0, CLIENT, bare)
+    assert isinstance(effect, SendToClient)
+    nonce = decode_message(effect.data).get(Nonce)
+    assert nonce is not None
+    attrs: tuple[Attribute, ...] = (
+        ErrorCodeAttr(401, "Unauthenticated"),
+        Realm(REALM),
+        nonce,
+        ALGORITHMS,
+        *((Software(software),) if software else ()),
+    )
+    expected = Message(Method.ALLOCATE, MessageClass.ERROR, tid, attrs)
+    assert effect.data == encode_message(expected, fingerprint=fingerprint)
+
+
+@pytest.mark.parametrize(
+    ("client_address", "relay_public"),
+    [(("198.18.1.10", 40000), {}), (("2001:db8::5", 4000), {"198.18.0.2": "203.0.113.7"})],
+)
+def test_core_allocate_success_bytes_equal_attribute_encoding(
+    client_address: tuple[str, int], relay_public: dict[str, str]
+) -> None:
+    core = make_core(relay_public=relay_public)
+    client = Client(core, FiveTuple(client_address, CLIENT.server, Transport.UDP))
+    client.nonce = client._challenge()
+    tid = bytes(range(12))
+    reply = client.request(Method.ALLOCATE, RequestedTransport(17), tid=tid)
+    allocation = core.allocations.by_five_tuple[client.five_tuple]
+    (host, port) = allocation.relays[0]
+    shown = relay_public.get(host, host)
+    attrs = (
+        XorRelayedAddress(ipaddress.ip_address(shown), port),
+        Lifetime(600),
+        XorMappedAddress(ipaddress.ip_address(client_address[0]), client_address[1]),
+        Software("natlab-relay"),
+    )
+    expected = Message(Method.ALLOCATE, MessageClass.SUCCESS, tid, attrs)
+    assert allocation.response == encode_message(expected, key=client.key, fingerprint=True)
+    assert reply == decode_message(allocation.response)
+
+
+def test_core_data_indication_bytes_equal_attribute_encoding() -> None:
+    client = Client(make_core())
+    relay = client.relayed()
+    client.request(Method.CREATE_PERMISSION, peer_attr(PEER[0]))
+    hop = client.core.relay_to_client(client.now, relay, PEER, b"world")
+    assert hop is not None
+    tid = hop[1][8:20]
+    expected = Message.indication(Method.DATA, tid, peer_attr(*PEER), Data(b"world"))
+    assert hop[1] == encode_message(expected, fingerprint=True)
+
+
+@pytest.mark.parametrize("host", ["198.18.1.10", "0.0.0.0", "255.255.255.255", "2001:db8::1"])
+def test_core_packed_ip_agrees_with_ipaddress(host: str) -> None:
+    from relay.turn.addresses import packed_ip
+
+    assert packed_ip(host) == ipaddress.ip_address(host).packed
+
+
+@pytest.mark.parametrize("host", ["010.0.0.1", "1.2.3", "256.0.0.1", "-1.0.0.0", "x", ""])
+def test_core_packed_ip_refuses_what_ipaddress_refuses(host: str) -> None:
+    from relay.turn.addresses import packed_ip
+
+    with pytest.raises(ValueError):
+        ipaddress.ip_address(host)
+    with pytest.raises(ValueError):
+        packed_ip(host)
