@@ -326,6 +326,7 @@ def relay_argv(
         "--no-tcp",
         "--no-tls",
         "--log-file", str(log),
+        "--no-stdout-log",
     ]  # fmt: skip
     if hosts.loopback:
         common.append("--allow-loopback-peers")
@@ -334,7 +335,7 @@ def relay_argv(
     if impl == "coturn":
         binary = shutil.which("turnserver") or "turnserver"
         return [
-            binary, *common, "--no-dtls", "--no-cli", "--simple-log", "--no-stdout-log",
+            binary, *common, "--no-dtls", "--no-cli", "--simple-log",
             "--no-rfc5780", "--pidfile", str(log.with_suffix(".pid")),
         ]  # fmt: skip
     raise ValueError(f"unknown relay {impl!r}")

@@ -110,6 +110,7 @@ FLAGS: list[tuple[str, list[tuple[str, str, str | None, str]]]] = [
         ("-v", "verbose", None, "debug logging"),
         ("-V", "Verbose", None, "debug logging"),
         ("-l", "log-file", "FILE", "also log to FILE; 'stdout' logs to stdout instead of stderr"),
+        ("", "no-stdout-log", None, "with --log-file: log to the file only, as coturn"),
     ]),
 ]  # fmt: skip
 
@@ -201,15 +202,24 @@ def options_from_args(
 
 
 def setup_logging(options: ServerOptions) -> None:
-    """stderr (or stdout for log-file=stdout, as coturn), plus the log file if one is named."""
+    """stderr (or stdout for log-file=stdout, as coturn), plus the log file if one is named;
+    with no-stdout-log and a log file, the file only."""
     handlers: list[logging.Handler] = []
     target = options.log_file
+    to_file = target not in (None, "stdout", "-", "stderr", "syslog")
     if target in ("stdout", "-"):
         handlers.append(logging.StreamHandler(sys.stdout))
-    else:
+    elif not (options.no_stdout_log and to_file):
         handlers.append(logging.StreamHandler(sys.stderr))
-        if target not in (None, "stderr", "syslog"):
-            handlers.append(logging.FileHandler(target))  # OSError: reported by main
+    if to_file:
+        assert target is not None
+        handlers.append(logging.FileHandler(target))  # OSError: reported by main
+    # LOG_FORMAT names no thread, process or source line: do not gather them for every record
+    # (the logging HOWTO's "Optimization"; an Allocate writes one line)
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging._srcfile = None
     logging.basicConfig(
         level=logging.DEBUG if options.verbose else logging.INFO,
         format=LOG_FORMAT,

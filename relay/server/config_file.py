@@ -44,7 +44,7 @@ IGNORED_KEYS = frozenset(
         "no-cli", "cli-ip", "cli-port", "cli-password", "cli-max-output-sessions",
         "dh-file", "dh566", "dh1066", "ec-curve-name", "CA-file",
         "keep-address-family", "no-dtls", "dtls",
-        "simple-log", "no-stdout-log", "syslog", "syslog-facility", "log-min-level",
+        "simple-log", "syslog", "syslog-facility", "log-min-level",
         "new-log-timestamp", "new-log-timestamp-format", "log-binding",
         "pidfile", "proc-user", "proc-group", "daemon",
         "mobility", "cpus", "sock-buf-size", "server-name",
@@ -266,6 +266,7 @@ KEYS: dict[str, Key] = {
     "verbose": Key("verbose", _flag),
     "Verbose": Key("verbose", _flag),
     "log-file": Key("log_file", _log_file),
+    "no-stdout-log": Key("no_stdout_log", _flag),
 }
 
 # list options: every occurrence adds (in the file and, after it, on the command line)

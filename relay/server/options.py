@@ -64,6 +64,7 @@ class ServerOptions:
     prometheus_port: int = 9641
     prometheus_ip: str = "127.0.0.1"
     log_file: str | None = None
+    no_stdout_log: bool = False  # coturn: with a log file, log to the file only
     idle_timeout: float = 60.0  # seconds a stream may stay silent before it is closed
     max_connections: int = 4096
     # coturn's relay-threads: here worker processes sharing the listening ports with

@@ -11,6 +11,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -177,3 +178,34 @@ def test_cli_config_flags_override_file(tmp_path: Path) -> None:
         assert binding(LOOPBACK, flag_port).msg_class == MessageClass.SUCCESS
         assert f"tcp {LOOPBACK}" not in proc.log and "tls " not in proc.log
     assert proc.proc.returncode == 0, proc.log
+
+
+def test_cli_no_stdout_log_logs_to_the_file_only(tmp_path: Path) -> None:
+    # coturn's --no-stdout-log: with a log file, nothing on the console (the bench runs both
+    # relays so, for the same logging cost)
+    require_relay_server()
+    port = free_port()
+    log = tmp_path / "relay.log"
+    argv = relay_argv(
+        "-n", "-L", LOOPBACK, "-p", str(port), "--no-tcp", "--no-tls",
+        "--log-file", str(log), "--no-stdout-log",
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        response = None
+        deadline = time.monotonic() + 15.0  # the start, bounded
+        while response is None and proc.poll() is None and time.monotonic() < deadline:
+            try:
+                response = binding(LOOPBACK, port)
+            except OSError:  # not listening yet (refused) or no answer yet (timeout)
+                time.sleep(0.1)
+        assert response is not None and response.msg_class == MessageClass.SUCCESS
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, err
+    assert out == "" and err == "", (out, err)
+    text = log.read_text()
+    assert "ready: " in text and "shutting down" in text, text
