@@ -91,6 +91,19 @@ def checks() -> list[Check]:
             required=False,
         )
     )
+    from relay.server.datapath import C_MODULE
+
+    result.append(
+        Check(
+            "relay C loop",
+            C_MODULE is not None,
+            "relay/server/_datapath built: recvmmsg/sendmmsg packet loop"
+            if C_MODULE is not None
+            else "not built: the relay runs its pure Python packet loop (slower)",
+            "apt-get install gcc python3-dev, then pip install -e . (make setup does both)",
+            required=False,
+        )
+    )
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     result.append(
         Check(

@@ -58,7 +58,9 @@ def test_natlab_report_writes_html(tmp_path: Path) -> None:
 def test_natlab_doctor_reports_netem_missing_and_the_rest_present() -> None:
     result = natlab("doctor")
     lines = {line.split()[1]: line for line in result.stdout.splitlines() if line.strip()}
-    for name in ("nftables", "iproute2", "bridge", "conntrack", "mininet", "coturn", "aioice"):
+    # "relay" is the relay's C loop: make setup installs gcc and python3-dev to build it
+    names = ("nftables", "iproute2", "bridge", "conntrack", "mininet", "coturn", "aioice", "relay")
+    for name in names:
         assert lines[name].startswith("ok"), lines[name]
     netem_has = os.path.exists("/sys/module/sch_netem")
     assert lines["netem"].startswith("ok" if netem_has else "--"), lines["netem"]
