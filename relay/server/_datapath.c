@@ -238,17 +238,83 @@ static int plain_send(const unsigned char *d, size_t len, const unsigned char **
     return have_data && *peer != NULL && peer_len == 8 && (*peer)[1] == 0x01;
 }
 
-PyDoc_STRVAR(from_clients_doc,
-"from_clients(fd, channel_routes, send_routes, max_reads) -> list[(bytes, (host, port))]\n\n"
-"Read up to max_reads datagrams from a client-facing UDP socket; forward ChannelData and Send\n"
-"indications that match a live route; return the rest for the full path.");
+/* What a forward function says of one datagram. */
+enum { LEFTOVER = 0, FORWARDED = 1, FAILED = -1 };
 
-static PyObject *Forwarder_from_clients(Forwarder *self, PyObject *args) {
-    int fd, max_reads;
-    PyObject *channel_routes, *send_routes;
-    if (!PyArg_ParseTuple(args, "iO!O!i", &fd, &PyDict_Type, &channel_routes, &PyDict_Type,
-                          &send_routes, &max_reads))
-        return NULL;
+/* Decide one datagram: queue it for sending over a live route (FORWARDED), leave it to the
+ * Python path (LEFTOVER), or FAILED with a Python exception set. */
+typedef int (*forward_fn)(Forwarder *self, PyObject *const *tables, unsigned char *d, size_t len,
+                          const struct sockaddr_storage *from, double now);
+
+/* Client side: ChannelData (RFC 8656 §12.4) and plain Send indications (§11.2). */
+static int forward_from_client(Forwarder *self, PyObject *const *tables, unsigned char *d,
+                               size_t len, const struct sockaddr_storage *from, double now) {
+    unsigned char key[32];
+    Py_ssize_t klen = address_key(from, key);
+    int out_fd = -1;
+    PyObject *route = NULL;
+    size_t plen = 0;
+    unsigned char *payload = NULL;
+    if (klen < 0)
+        return LEFTOVER;
+    if (len >= 4 && d[0] >= 0x40 && d[0] <= 0x7F) {
+        /* ChannelData; UDP may carry padding after the payload */
+        unsigned int number = (d[0] << 8) | d[1];
+        size_t length = (d[2] << 8) | d[3];
+        if (number > self->channel_max || length > len - 4)
+            return LEFTOVER;
+        memcpy(key + klen, d, 2);
+        route = live_route(tables[0], key, klen + 2, now, 3, &out_fd);
+        payload = d + 4;
+        plen = length;
+    } else {
+        const unsigned char *peer = NULL, *data = NULL;
+        if (!plain_send(d, len, &peer, &data, &plen))
+            return LEFTOVER;
+        memcpy(key + klen, peer, 8);
+        route = live_route(tables[1], key, klen + 8, now, 3, &out_fd);
+        payload = (unsigned char *)data;
+    }
+    if (route == NULL)
+        return PyErr_Occurred() ? FAILED : LEFTOVER;
+    self->to_peer_packets++;
+    self->to_peer_bytes += plen;
+    queue_send(self, out_fd, 1, payload, plen, PyTuple_GET_ITEM(route, 1));
+    return FORWARDED;
+}
+
+/* Peer side: a datagram from a peer with a channel to its client (RFC 8656 §12.7). */
+static int forward_from_peer(Forwarder *self, PyObject *const *tables, unsigned char *d,
+                             size_t len, const struct sockaddr_storage *from, double now) {
+    unsigned char key[32];
+    Py_ssize_t klen = address_key(from, key);
+    int out_fd = -1;
+    if (klen < 0 || (Py_ssize_t)len > self->max_payload || len > 0xFFFF)
+        return LEFTOVER;
+    PyObject *route = live_route(tables[0], key, klen, now, 4, &out_fd);
+    if (route == NULL)
+        return PyErr_Occurred() ? FAILED : LEFTOVER;
+    PyObject *number = PyTuple_GET_ITEM(route, 3);
+    long channel = PyLong_CheckExact(number) ? PyLong_AsLong(number) : -1;
+    if (channel == -1 && PyErr_Occurred())
+        PyErr_Clear();
+    if (channel < CHANNEL_MIN || channel > 0x7FFF)
+        return LEFTOVER;
+    unsigned char *frame = d - HEADROOM; /* the slot's headroom */
+    frame[0] = (unsigned char)(channel >> 8);
+    frame[1] = (unsigned char)channel;
+    frame[2] = (unsigned char)(len >> 8);
+    frame[3] = (unsigned char)len;
+    self->to_client_packets++;
+    self->to_client_bytes += len;
+    queue_send(self, out_fd, 0, frame, len + HEADROOM, PyTuple_GET_ITEM(route, 1));
+    return FORWARDED;
+}
+
+/* Read up to max_reads datagrams from fd in bursts, forward what forward() takes, and return
+ * the rest as a list of (bytes, (host, port)). */
+static PyObject *drain(Forwarder *self, int fd, int max_reads, forward_fn forward,
+                       PyObject *const *tables) {
     PyObject *rest = PyList_New(0);
     if (rest == NULL)
         return NULL;
@@ -268,39 +334,9 @@ static PyObject *Forwarder_from_clients(Forwarder *self, PyObject *args) {
         for (int i = 0; i < got; i++) {
             unsigned char *d = self->in_iov[i].iov_base;
             size_t len = self->in[i].msg_len;
-            unsigned char key[32];
-            Py_ssize_t klen = address_key(&self->in_addr[i], key);
-            int out_fd = -1;
-            PyObject *route = NULL;
-            size_t plen = 0;
-            unsigned char *payload = NULL;
-            if (klen > 0 && len >= 4 && d[0] >= 0x40 && d[0] <= 0x7F) {
-                /* RFC 8656 §12.4: ChannelData; UDP may carry padding after the payload */
-                unsigned int number = (d[0] << 8) | d[1];
-                size_t length = (d[2] << 8) | d[3];
-                if (number <= self->channel_max && length <= len - 4) {
-                    memcpy(key + klen, d, 2);
-                    route = live_route(channel_routes, key, klen + 2, now, 3, &out_fd);
-                    payload = d + 4;
-                    plen = length;
-                }
-            } else if (klen > 0) {
-                const unsigned char *peer = NULL, *data = NULL;
-                if (plain_send(d, len, &peer, &data, &plen)) {
-                    memcpy(key + klen, peer, 8);
-                    route = live_route(send_routes, key, klen + 8, now, 3, &out_fd);
-                    payload = (unsigned char *)data;
-                }
-            }
-            if (route == NULL && PyErr_Occurred())
+            int r = forward(self, tables, d, len, &self->in_addr[i], now);
+            if (r == FAILED || (r == LEFTOVER && append_leftover(rest, d, len, &self->in_addr[i]) < 0))
                 goto error;
-            if (route != NULL) {
-                self->to_peer_packets++;
-                self->to_peer_bytes += plen;
-                queue_send(self, out_fd, 1, payload, plen, PyTuple_GET_ITEM(route, 1));
-            } else if (append_leftover(rest, d, len, &self->in_addr[i]) < 0) {
-                goto error;
-            }
         }
         if (self->out_n)
             flush(self);
@@ -315,6 +351,20 @@ error:
     return NULL;
 }
 
+PyDoc_STRVAR(from_clients_doc,
+"from_clients(fd, channel_routes, send_routes, max_reads) -> list[(bytes, (host, port))]\n\n"
+"Read up to max_reads datagrams from a client-facing UDP socket; forward ChannelData and Send\n"
+"indications that match a live route; return the rest for the full path.");
+
+static PyObject *Forwarder_from_clients(Forwarder *self, PyObject *args) {
+    int fd, max_reads;
+    PyObject *tables[2];
+    if (!PyArg_ParseTuple(args, "iO!O!i", &fd, &PyDict_Type, &tables[0], &PyDict_Type,
+                          &tables[1], &max_reads))
+        return NULL;
+    return drain(self, fd, max_reads, forward_from_client, tables);
+}
+
 PyDoc_STRVAR(from_peers_doc,
 "from_peers(fd, routes, max_reads) -> list[(bytes, (host, port))]\n\n"
 "Read up to max_reads datagrams from a relayed-address socket; send those from peers with a\n"
@@ -322,64 +372,10 @@ PyDoc_STRVAR(from_peers_doc,
 
 static PyObject *Forwarder_from_peers(Forwarder *self, PyObject *args) {
     int fd, max_reads;
-    PyObject *routes;
-    if (!PyArg_ParseTuple(args, "iO!i", &fd, &PyDict_Type, &routes, &max_reads))
+    PyObject *tables[1];
+    if (!PyArg_ParseTuple(args, "iO!i", &fd, &PyDict_Type, &tables[0], &max_reads))
         return NULL;
-    PyObject *rest = PyList_New(0);
-    if (rest == NULL)
-        return NULL;
-    int reads = 0;
-    while (reads < max_reads) {
-        int want = max_reads - reads < BATCH ? max_reads - reads : BATCH;
-        int got = receive(self, fd, want);
-        if (got < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                break;
-            self->recv_errors++;
-            reads++;
-            continue;
-        }
-        reads += got;
-        double now = now_seconds();
-        for (int i = 0; i < got; i++) {
-            unsigned char *d = self->in_iov[i].iov_base;
-            size_t len = self->in[i].msg_len;
-            unsigned char key[32];
-            Py_ssize_t klen = address_key(&self->in_addr[i], key);
-            int out_fd = -1;
-            PyObject *route = NULL;
-            if (klen > 0 && (Py_ssize_t)len <= self->max_payload && len <= 0xFFFF)
-                route = live_route(routes, key, klen, now, 4, &out_fd);
-            if (route == NULL && PyErr_Occurred())
-                goto error;
-            PyObject *number = route ? PyTuple_GET_ITEM(route, 3) : NULL;
-            long channel = number != NULL && PyLong_CheckExact(number) ? PyLong_AsLong(number) : -1;
-            if (channel == -1 && PyErr_Occurred())
-                PyErr_Clear();
-            if (channel >= CHANNEL_MIN && channel <= 0x7FFF) {
-                unsigned char *frame = d - HEADROOM; /* the slot's headroom */
-                frame[0] = (unsigned char)(channel >> 8);
-                frame[1] = (unsigned char)channel;
-                frame[2] = (unsigned char)(len >> 8);
-                frame[3] = (unsigned char)len;
-                self->to_client_packets++;
-                self->to_client_bytes += len;
-                queue_send(self, out_fd, 0, frame, len + HEADROOM, PyTuple_GET_ITEM(route, 1));
-            } else if (append_leftover(rest, d, len, &self->in_addr[i]) < 0) {
-                goto error;
-            }
-        }
-        if (self->out_n)
-            flush(self);
-        if (got < want)
-            break;
-    }
-    return rest;
-error:
-    if (self->out_n)
-        flush(self);
-    Py_DECREF(rest);
-    return NULL;
+    return drain(self, fd, max_reads, forward_from_peer, tables);
 }
 
 static PyObject *Forwarder_counters(Forwarder *self, PyObject *Py_UNUSED(ignored)) {

@@ -40,23 +40,21 @@ _SHA1: dict[bytes, _States] = {}
 _SHA256: dict[bytes, _States] = {}
 
 
-def hmac_sha1(key: bytes, data: bytes) -> bytes:
-    """HMAC-SHA1(key, data), 20 bytes; equal to ``hmac.digest(key, data, "sha1")``."""
-    inner, outer = _states(_SHA1, hashlib.sha1, key)
+def _hmac(cache: dict[bytes, _States], new: Callable[..., _Hash], key: bytes, data: bytes) -> bytes:
+    inner, outer = _states(cache, new, key)
     h = inner.copy()
     h.update(data)
     o = outer.copy()
     o.update(h.digest())
     digest: bytes = o.digest()
     return digest
+
+
+def hmac_sha1(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA1(key, data), 20 bytes; equal to ``hmac.digest(key, data, "sha1")``."""
+    return _hmac(_SHA1, hashlib.sha1, key, data)
 
 
 def hmac_sha256(key: bytes, data: bytes) -> bytes:
     """HMAC-SHA256(key, data), 32 bytes; equal to ``hmac.digest(key, data, "sha256")``."""
-    inner, outer = _states(_SHA256, hashlib.sha256, key)
-    h = inner.copy()
-    h.update(data)
-    o = outer.copy()
-    o.update(h.digest())
-    digest: bytes = o.digest()
-    return digest
+    return _hmac(_SHA256, hashlib.sha256, key, data)
