@@ -19,10 +19,14 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
 from types import ModuleType
+from typing import TYPE_CHECKING
 
-from relay.turn.addresses import Address
+from relay.stun.attributes import encode_address_value
+from relay.turn.addresses import Address, packed_ip
+
+if TYPE_CHECKING:
+    from relay.server._datapath import Forwarder  # typed by _datapath.pyi
 
 
 def _load() -> ModuleType | None:
@@ -37,6 +41,7 @@ CHOICES = ("auto", "c", "python")
 ENV = "NATLAB_RELAY_DATAPATH"  # overrides the option: "python" to compare the two loops
 MAX_ROUTES_PER_RELAY = 4096  # routes learned through one relayed address (then: Python path)
 READS_PER_WAKEUP = 256  # bound the work one readable socket can take from the loop
+_ANY_TID = bytes(12)
 
 # Routes as the C loop reads them: (socket fd, struct sockaddr bytes, deadline[, channel]).
 ToPeer = tuple[int, bytes, float]  # client -> peer, by client address + channel or peer
@@ -60,15 +65,13 @@ def resolve(choice: str) -> str:
 
 def address_key(host: str, port: int) -> bytes:
     """IP then port, as on the wire: the prefix of every route key (see _datapath.c)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.inet_pton(family, host) + port.to_bytes(2, "big")
+    return packed_ip(host) + port.to_bytes(2, "big")
 
 
 def xor_peer_value(peer: Address) -> bytes:
-    """The XOR-PEER-ADDRESS value a client writes for an IPv4 peer (RFC 8489 §14.2)."""
-    xport = peer[1] ^ 0x2112
-    xaddr = int.from_bytes(socket.inet_pton(socket.AF_INET, peer[0]), "big") ^ 0x2112A442
-    return b"\x00\x01" + xport.to_bytes(2, "big") + xaddr.to_bytes(4, "big")
+    """The XOR-PEER-ADDRESS value a client writes for an IPv4 peer (RFC 8489 §14.2). An IPv4
+    address is XORed with the magic cookie only, so any transaction id gives these bytes."""
+    return encode_address_value(packed_ip(peer[0]), peer[1], _ANY_TID)
 
 
 class Datapath:
@@ -76,7 +79,7 @@ class Datapath:
 
     def __init__(self, max_payload: int, channel_max: int) -> None:
         assert C_MODULE is not None
-        self.forwarder = C_MODULE.Forwarder(max_payload, channel_max)
+        self.forwarder: Forwarder = C_MODULE.Forwarder(max_payload, channel_max)
         self._sockaddr = C_MODULE.sockaddr
         # relayed address -> peer key -> route to the client (read by from_peers)
         self.peer_routes: dict[Address, ToClientTable] = {}
@@ -85,7 +88,7 @@ class Datapath:
         self.empty: ToClientTable = {}  # what from_peers reads for a relay with no routes
 
     def counters(self) -> dict[str, int]:
-        return dict(self.forwarder.counters())
+        return self.forwarder.counters()  # a new dict per call
 
     def _room(self, relay: Address) -> bool:
         entries = self._client_entries.get(relay)
@@ -104,15 +107,13 @@ class Datapath:
     ) -> None:
         """A client's ChannelData or Send indication the core just relayed to ``peer``."""
         known = table.get(key)
-        if known is not None and known[0] == relay_fd:
-            # the same relayed socket: the core's peer as of now (RFC 8656 §12: an expired
-            # channel number may be bound to another peer) and its deadline
-            table[key] = (relay_fd, self._sockaddr(*peer), deadline)
-            return
-        if not self._room(relay):
-            return
+        if known is None or known[0] != relay_fd:  # new through this relay: index it
+            if not self._room(relay):
+                return
+            self._client_entries.setdefault(relay, []).append((table, key))
+        # the peer as the core chose it now (RFC 8656 §12: an expired channel number may be
+        # bound to another peer) and the new deadline
         table[key] = (relay_fd, self._sockaddr(*peer), deadline)
-        self._client_entries.setdefault(relay, []).append((table, key))
 
     def learn_to_client(
         self,
