@@ -14,7 +14,6 @@ test_relay_udp.py.
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 import socket
 import ssl
@@ -25,6 +24,7 @@ from typing import Any
 
 import pytest
 from aioice import Connection, TransportPolicy
+from aioicepair import AIOICE_MESSAGES, SelectedPair, relay_pair_exchange
 from conftest import StartRelay
 from relayproc import counter, free_port, stun_binding_answers
 from streamutil import (
@@ -44,7 +44,6 @@ LT_OPTIONS: dict[str, Any] = {
     "realm": REALM,
     "allow_loopback_peers": True,
 }
-AIOICE_MESSAGES = 20
 
 
 @pytest.fixture(scope="session")
@@ -55,54 +54,16 @@ def test_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 # --- aioice over TCP and TLS -------------------------------------------------------------------
 
 
-async def _aioice_exchange(
-    server: tuple[str, int], turn_ssl: bool | ssl.SSLContext, transport: str
-) -> list[tuple[str, str]]:
-    """Two relay-only agents connect through server and exchange data both ways."""
-    kwargs: dict[str, Any] = {
-        "turn_server": server,
-        "turn_username": USER,
-        "turn_password": PASSWORD,
-        "turn_ssl": turn_ssl,  # aioice hands this to loop.create_connection(ssl=...)
-        "turn_transport": transport,
-        "transport_policy": TransportPolicy.RELAY,
-        "use_ipv6": False,
-    }
-    a = Connection(ice_controlling=True, **kwargs)
-    b = Connection(ice_controlling=False, **kwargs)
-    try:
-        await asyncio.wait_for(asyncio.gather(a.gather_candidates(), b.gather_candidates()), 15)
-        for agent in (a, b):
-            types = [c.type for c in agent.local_candidates]
-            assert types == ["relay"], f"gathered {agent.local_candidates}: no TURN allocation"
-        for local, remote in ((a, b), (b, a)):
-            for candidate in remote.local_candidates:
-                await local.add_remote_candidate(candidate)
-            await local.add_remote_candidate(None)
-            local.remote_username = remote.local_username
-            local.remote_password = remote.local_password
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 20)
-        for i in range(AIOICE_MESSAGES):
-            ping, pong = b"ping %d " % i + os.urandom(i * 50), b"pong %d " % i + os.urandom(i * 7)
-            await a.send(ping)
-            assert await asyncio.wait_for(b.recv(), 5) == ping
-            await b.send(pong)
-            assert await asyncio.wait_for(a.recv(), 5) == pong
-        pairs = []
-        for agent in (a, b):
-            pair = agent._nominated[1]  # aioice 0.13: no public accessor for the selected pair
-            pairs.append((pair.local_candidate.type, pair.remote_candidate.type))
-        return pairs
-    finally:
-        await asyncio.wait_for(asyncio.gather(a.close(), b.close()), 10)
+def _selected_types(pairs: list[SelectedPair]) -> list[tuple[str, str]]:
+    return [(local, remote) for local, remote, _, _ in pairs]
 
 
 def test_aioice_tcp_relay_pair(start_relay: StartRelay) -> None:
     server, _ = start_relay(**LT_OPTIONS, no_tls=True)
     tcp = server.addresses("tcp")
     assert tcp, server.listening
-    pairs = asyncio.run(_aioice_exchange(tcp[0], False, "tcp"))
-    assert pairs == [("relay", "relay")] * 2
+    pairs = asyncio.run(relay_pair_exchange(tcp[0], USER, PASSWORD, transport="tcp"))
+    assert _selected_types(pairs) == [("relay", "relay")] * 2
     assert counter(server, "connections_tcp") >= 2
     assert counter(server, "relayed_to_peer_packets") >= 2 * AIOICE_MESSAGES
     assert counter(server, "relayed_to_client_packets") >= 2 * AIOICE_MESSAGES
@@ -117,8 +78,12 @@ def test_aioice_tls_extra_port_relay_pair(
         **LT_OPTIONS, cert=str(cert), pkey=str(key), tls_listening_port=tls_port
     )
     assert ("tls", (LOOPBACK, tls_port)) in server.listening, server.listening
-    pairs = asyncio.run(_aioice_exchange((LOOPBACK, tls_port), client_context(cert), "tcp"))
-    assert pairs == [("relay", "relay")] * 2
+    pairs = asyncio.run(
+        relay_pair_exchange(
+            (LOOPBACK, tls_port), USER, PASSWORD, transport="tcp", turn_ssl=client_context(cert)
+        )
+    )
+    assert _selected_types(pairs) == [("relay", "relay")] * 2
     assert counter(server, "connections_tls") >= 2
     assert counter(server, "relayed_to_client_packets") >= 2 * AIOICE_MESSAGES
 

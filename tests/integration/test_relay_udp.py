@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 from aioice import Connection, TransportPolicy
+from aioicepair import AIOICE_MESSAGES, SelectedPair, relay_pair_exchange
 from conftest import StartRelay, require_relay_server
 from rawturn import RawTurnClient, assert_success, error_code
 from relayproc import counter, relay_subprocess, wait_counter
@@ -46,64 +47,8 @@ NO_RESPONSE_WAIT_S = 0.3
 
 # --- aioice through the relay --------------------------------------------------------------
 
-AIOICE_MESSAGES = 20
 
-
-async def _aioice_exchange(
-    server: tuple[str, int], username: str, password: str
-) -> list[tuple[str, str, tuple[str, int], tuple[str, int]]]:
-    """Two relay-only aioice agents connect through server and exchange data both ways.
-
-    Returns, per agent, (local type, remote type, local addr, remote addr) of the selected pair.
-    """
-
-    def new_agent(controlling: bool) -> Connection:
-        return Connection(
-            ice_controlling=controlling,
-            turn_server=server,
-            turn_username=username,
-            turn_password=password,
-            turn_ssl=False,
-            turn_transport="udp",
-            transport_policy=TransportPolicy.RELAY,
-            use_ipv6=False,
-        )
-
-    a, b = new_agent(True), new_agent(False)
-    try:
-        await asyncio.wait_for(asyncio.gather(a.gather_candidates(), b.gather_candidates()), 15)
-        for agent in (a, b):
-            types = [c.type for c in agent.local_candidates]
-            assert types == ["relay"], f"gathered {agent.local_candidates}: no TURN allocation"
-        for local, remote in ((a, b), (b, a)):
-            for candidate in remote.local_candidates:
-                await local.add_remote_candidate(candidate)
-            await local.add_remote_candidate(None)
-            local.remote_username = remote.local_username
-            local.remote_password = remote.local_password
-        await asyncio.wait_for(asyncio.gather(a.connect(), b.connect()), 20)
-        for i in range(AIOICE_MESSAGES):
-            ping, pong = b"ping %d " % i + os.urandom(i * 50), b"pong %d " % i + os.urandom(i * 7)
-            await a.send(ping)
-            assert await asyncio.wait_for(b.recv(), 5) == ping
-            await b.send(pong)
-            assert await asyncio.wait_for(a.recv(), 5) == pong
-        pairs = []
-        for agent in (a, b):
-            # aioice 0.13 has no public accessor for the selected pair of a component.
-            pair = agent._nominated[1]
-            pairs.append(
-                (pair.local_candidate.type, pair.remote_candidate.type, pair.local_addr,
-                 pair.remote_addr)
-            )  # fmt: skip
-        return pairs
-    finally:
-        await asyncio.wait_for(asyncio.gather(a.close(), b.close()), 10)
-
-
-def _check_relay_pairs(
-    pairs: list[tuple[str, str, tuple[str, int], tuple[str, int]]], relay_host: str
-) -> None:
+def _check_relay_pairs(pairs: list[SelectedPair], relay_host: str) -> None:
     (a_local, a_remote, a_laddr, a_raddr), (b_local, b_remote, b_laddr, b_raddr) = pairs
     assert (a_local, a_remote, b_local, b_remote) == ("relay",) * 4, pairs
     assert a_laddr[0] == b_laddr[0] == relay_host, pairs
@@ -112,7 +57,7 @@ def _check_relay_pairs(
 
 def test_aioice_long_term_credentials_relay_pair(start_relay: StartRelay) -> None:
     server, addr = start_relay(**LT_OPTIONS, allow_loopback_peers=True)
-    pairs = asyncio.run(_aioice_exchange(addr, USER, PASSWORD))
+    pairs = asyncio.run(relay_pair_exchange(addr, USER, PASSWORD))
     _check_relay_pairs(pairs, addr[0])
     assert counter(server, "allocations_total") >= 2
     assert counter(server, "relayed_to_peer_packets") >= 2 * AIOICE_MESSAGES
@@ -127,7 +72,7 @@ def test_aioice_rest_secret_relay_pair(start_relay: StartRelay) -> None:
         allow_loopback_peers=True,
     )
     username = f"{int(time.time()) + 3600}:alice"
-    pairs = asyncio.run(_aioice_exchange(addr, username, rest_password(REST_SECRET, username)))
+    pairs = asyncio.run(relay_pair_exchange(addr, username, rest_password(REST_SECRET, username)))
     _check_relay_pairs(pairs, addr[0])
     assert counter(server, "relayed_to_client_packets") >= 2 * AIOICE_MESSAGES
 
@@ -137,7 +82,7 @@ def test_aioice_subprocess_relay_pair() -> None:
     args = ("-a", "-u", f"{USER}:{PASSWORD}", "-r", REALM, "--allow-loopback-peers")
     with relay_subprocess(*args) as proc:
         try:
-            pairs = asyncio.run(_aioice_exchange(("127.0.0.1", proc.port), USER, PASSWORD))
+            pairs = asyncio.run(relay_pair_exchange(("127.0.0.1", proc.port), USER, PASSWORD))
         except BaseException:
             print(proc.log)
             raise
