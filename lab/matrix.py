@@ -7,7 +7,6 @@ its error, so the table always has one row per trial.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
 import signal
@@ -21,8 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from lab.expectations import expected_outcome
-from lab.run import CellSpec
+from lab.run import CellSpec, spec_columns
 
 MATRIX_NATS = ("open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
 MATRIX_MODES = {"stun": (), "turn": ("udp", "tcp", "tls")}
@@ -167,22 +165,8 @@ class MatrixRunner:
 def failed_row(spec: CellSpec, error: str, started: float) -> dict[str, Any]:
     """A row for a cell that never reported: everything unknown is NA."""
     return {
-        "run_id": spec.run_id or None,
-        "scenario": spec.scenario,
-        "topology": spec.topology,
-        "nat_a": spec.nat_a,
-        "nat_b": spec.nat_b,
-        "firewall_a": spec.firewall_a,
-        "firewall_b": spec.firewall_b,
-        "relay_impl": spec.relay_impl,
-        "relay_version": None,
-        "ice_policy": spec.ice_policy,
-        "turn_transports": "+".join(spec.turn_transports) or "none",
-        "trial": spec.trial,
-        "seed": spec.seed,
-        "expected": expected_outcome(spec.intent),
+        **spec_columns(spec, started, None),
         "outcome": None,
         "error": f"lab-error: {error}",
-        "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
         "duration_s": round(time.time() - started, 3),
     }

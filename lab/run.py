@@ -148,13 +148,9 @@ def relay_version(impl: str) -> str | None:
     return f"coturn {out.stdout.strip()}" if out.returncode == 0 and out.stdout else None
 
 
-def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
-    """Run one trial of one cell; never raises for a traversal failure or a lab error."""
-    started = time.time()
-    cell_dir = workdir / spec.name
-    shutil.rmtree(cell_dir, ignore_errors=True)
-    cell_dir.mkdir(parents=True)
-    row: dict[str, Any] = {
+def spec_columns(spec: CellSpec, started: float, version: str | None) -> dict[str, Any]:
+    """The result columns a cell's spec and start fix before anything runs (reports.schema)."""
+    return {
         "run_id": spec.run_id or None,
         "scenario": spec.scenario,
         "topology": spec.topology,
@@ -163,7 +159,7 @@ def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
         "firewall_a": spec.firewall_a,
         "firewall_b": spec.firewall_b,
         "relay_impl": spec.relay_impl,
-        "relay_version": relay_version(spec.relay_impl),
+        "relay_version": version,
         "ice_policy": spec.ice_policy,
         "turn_transports": "+".join(spec.turn_transports) or "none",
         "trial": spec.trial,
@@ -171,6 +167,15 @@ def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
         "expected": expected_outcome(spec.intent),
         "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
     }
+
+
+def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
+    """Run one trial of one cell; never raises for a traversal failure or a lab error."""
+    started = time.time()
+    cell_dir = workdir / spec.name
+    shutil.rmtree(cell_dir, ignore_errors=True)
+    cell_dir.mkdir(parents=True)
+    row = spec_columns(spec, started, relay_version(spec.relay_impl))
     result = CellResult(row)
     keep = False
     try:
