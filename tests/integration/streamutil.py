@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import socket
 import ssl
@@ -221,25 +220,3 @@ def assert_success(msg: Message) -> None:
             f"{Method(msg.method).name} failed: "
             f"{(attr.code, attr.reason) if attr else 'no ERROR-CODE'} {msg.attributes}"
         )
-
-
-# --- turnutils_uclient -----------------------------------------------------------------------
-
-SUMMARY_MSGS = re.compile(r"start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
-SUMMARY_LOST = re.compile(r"Total lost packets (\d+) \([\d.]+%\), total send dropped (\d+)")
-
-
-@dataclass(frozen=True)
-class UclientSummary:
-    sent: int
-    received: int
-    lost: int
-    send_dropped: int
-
-
-def parse_uclient(output: str) -> UclientSummary | None:
-    msgs, lost = SUMMARY_MSGS.findall(output), SUMMARY_LOST.findall(output)
-    if not msgs or not lost:
-        return None
-    (sent, received), (lost_n, dropped) = msgs[-1], lost[-1]
-    return UclientSummary(int(sent), int(received), int(lost_n), int(dropped))

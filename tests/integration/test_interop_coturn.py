@@ -16,31 +16,30 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from conftest import require_relay_server, require_tool
 from relayproc import LOOPBACK, ManagedProcess, free_port, managed_process, relay_subprocess
 from relayproc import wait_stun_ready as _wait_stun_ready
+from uclient import (
+    AUTH_CLIENT_FLAGS,
+    AUTH_SERVER_FLAGS,
+    REALM,
+    USER,
+    UclientSummary,
+    coturn_argv,
+    parse_uclient,
+)
+from uclient import run_uclient as run_uclient_with
 
 pytestmark = pytest.mark.interop
 
-USER, PASSWORD, REALM = "user", "pass", "natlab"
-REST_SECRET = "natlab-rest-secret"
 UCLIENT_MESSAGES = 100
 UCLIENT_TIMEOUT_S = 120
 # -y client-to-client, -n messages per session, -m clients, -l message length, -z interval ms.
 # Without -c each client also runs an RTCP session: 4 sessions for -m 1 -y.
 UCLIENT_BASE = ("-y", "-n", str(UCLIENT_MESSAGES), "-m", "1", "-l", "170", "-z", "10")
-AUTH_SERVER_FLAGS = {
-    "long-term": ("-a", "-u", f"{USER}:{PASSWORD}"),
-    "rest": ("-a", "--use-auth-secret", f"--static-auth-secret={REST_SECRET}"),
-}
-AUTH_CLIENT_FLAGS = {
-    "long-term": ("-u", USER, "-w", PASSWORD),
-    "rest": ("-u", "alice", "-W", REST_SECRET),  # username becomes "<expiry ts>:alice"
-}
 COMMON_SERVER_FLAGS = (
     "-n", "-r", REALM, "--allow-loopback-peers", "--min-port", "49152", "--max-port", "65535",
 )  # fmt: skip
@@ -49,13 +48,8 @@ COMMON_SERVER_FLAGS = (
 @contextlib.contextmanager
 def coturn_server(*flags: str, tmp: Path) -> Iterator[ManagedProcess]:
     """coturn's turnserver on 127.0.0.1:<free port>, UDP/TCP only, logging to stdout."""
-    binary = require_tool("turnserver")
     port = free_port()
-    argv = [
-        binary, "-L", LOOPBACK, "-E", LOOPBACK, "-p", str(port), "--no-cli", "--no-tls",
-        "--no-dtls", "--log-file", "stdout", "--simple-log", "--pidfile", str(tmp / "coturn.pid"),
-        "--no-rfc5780", *flags,
-    ]  # fmt: skip
+    argv = coturn_argv(port, tmp, "--no-tls", *flags)
     with managed_process(
         argv, ready=lambda p: _wait_stun_ready(p, LOOPBACK, port), port=port
     ) as proc:
@@ -74,26 +68,6 @@ def server_under_test(kind: str, auth: str, tmp: Path) -> Iterator[ManagedProces
             yield proc
 
 
-@dataclass(frozen=True)
-class UclientSummary:
-    sent: int
-    received: int
-    lost: int
-    send_dropped: int
-
-
-SUMMARY_MSGS = re.compile(r"start_mclient: tot_send_msgs=(\d+), tot_recv_msgs=(\d+)")
-SUMMARY_LOST = re.compile(r"Total lost packets (\d+) \([\d.]+%\), total send dropped (\d+)")
-
-
-def parse_uclient(output: str) -> UclientSummary | None:
-    msgs, lost = SUMMARY_MSGS.findall(output), SUMMARY_LOST.findall(output)
-    if not msgs or not lost:
-        return None
-    (sent, received), (lost_n, dropped) = msgs[-1], lost[-1]
-    return UclientSummary(int(sent), int(received), int(lost_n), int(dropped))
-
-
 def test_interop_uclient_summary_parser() -> None:
     out = (
         "7: : start_mclient: msz=4, tot_send_msgs=372, tot_recv_msgs=372, tot_send_bytes ~ 1\n"
@@ -105,14 +79,7 @@ def test_interop_uclient_summary_parser() -> None:
 
 
 def run_uclient(port: int, *flags: str) -> tuple[UclientSummary | None, str]:
-    binary = require_tool("turnutils_uclient")
-    argv = [binary, *UCLIENT_BASE, *flags, "-p", str(port), LOOPBACK]
-    result = subprocess.run(
-        argv, capture_output=True, text=True, errors="replace", timeout=UCLIENT_TIMEOUT_S,
-        check=False,
-    )  # fmt: skip
-    output = f"$ {' '.join(argv)}\n(exit {result.returncode})\n{result.stdout}{result.stderr}"
-    return parse_uclient(result.stdout + result.stderr), output
+    return run_uclient_with(port, UCLIENT_BASE, *flags, timeout=UCLIENT_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("method", ["channel", "send"])

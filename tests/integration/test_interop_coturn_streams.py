@@ -9,7 +9,6 @@ flags for TLS (--tls-listening-port, --cert, --pkey).
 from __future__ import annotations
 
 import contextlib
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,23 +16,15 @@ import pytest
 from conftest import require_relay_server, require_tool
 from relayproc import LOOPBACK, ManagedProcess, free_port, managed_process, relay_subprocess
 from relayproc import wait_stun_ready as _wait_stun_ready
-from streamutil import UclientSummary, make_cert, parse_uclient
+from streamutil import make_cert
+from uclient import AUTH_CLIENT_FLAGS, AUTH_SERVER_FLAGS, REALM, USER, UclientSummary, coturn_argv
+from uclient import run_uclient as run_uclient_with
 
 pytestmark = pytest.mark.interop
 
-USER, PASSWORD, REALM = "user", "pass", "natlab"
-REST_SECRET = "natlab-rest-secret"
 UCLIENT_MESSAGES = 30
 UCLIENT_TIMEOUT_S = 60
 UCLIENT_BASE = ("-y", "-n", str(UCLIENT_MESSAGES), "-m", "2", "-l", "170")
-AUTH_SERVER_FLAGS = {
-    "long-term": ("-a", "-u", f"{USER}:{PASSWORD}"),
-    "rest": ("-a", "--use-auth-secret", f"--static-auth-secret={REST_SECRET}"),
-}
-AUTH_CLIENT_FLAGS = {
-    "long-term": ("-u", USER, "-w", PASSWORD),
-    "rest": ("-u", "alice", "-W", REST_SECRET),  # username becomes "<expiry ts>:alice"
-}
 TRANSPORT_CLIENT_FLAGS = {"tcp": ("-t",), "tls": ("-t", "-S")}
 RELAY_PORTS = ("--min-port", "49152", "--max-port", "65535")
 
@@ -58,13 +49,8 @@ def server_under_test(
         with relay_subprocess(*common) as proc:
             yield proc, proc.port, tls_port
         return
-    binary = require_tool("turnserver")
     port = free_port()
-    argv = [
-        binary, "-L", LOOPBACK, "-E", LOOPBACK, "-p", str(port), "--no-cli", "--no-dtls",
-        "--log-file", "stdout", "--simple-log", "--pidfile", str(tmp / "coturn.pid"),
-        "--no-rfc5780", *common,
-    ]  # fmt: skip
+    argv = coturn_argv(port, tmp, *common)
     with managed_process(
         argv, ready=lambda p: _wait_stun_ready(p, LOOPBACK, port), port=port
     ) as proc:
@@ -72,14 +58,7 @@ def server_under_test(
 
 
 def run_uclient(port: int, *flags: str) -> tuple[UclientSummary | None, str]:
-    binary = require_tool("turnutils_uclient")
-    argv = [binary, *UCLIENT_BASE, *flags, "-p", str(port), LOOPBACK]
-    result = subprocess.run(
-        argv, capture_output=True, text=True, errors="replace", timeout=UCLIENT_TIMEOUT_S,
-        check=False,
-    )  # fmt: skip
-    output = f"$ {' '.join(argv)}\n(exit {result.returncode})\n{result.stdout}{result.stderr}"
-    return parse_uclient(result.stdout + result.stderr), output
+    return run_uclient_with(port, UCLIENT_BASE, *flags, timeout=UCLIENT_TIMEOUT_S)
 
 
 @pytest.mark.parametrize("auth", ["long-term", "rest"])
