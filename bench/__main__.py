@@ -19,6 +19,7 @@ import pandas as pd
 
 from bench.relay_bench import RelayBenchConfig, relay_unavailable_reason, run_relay_benchmarks
 from bench.relay_stats import format_table
+from reports.vocabulary import RelayImpl
 
 PARTS = ("core", "lab", "matrix", "relay")
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="client -> relay -> peer over veth in lab namespaces (default when root), or "
         "all on 127.0.0.1",
     )  # fmt: skip
-    relay.add_argument("--relays", type=_csv, default=None, help="ours,coturn (default: both)")
+    relay.add_argument("--relays", type=_csv, default=None, help="inrepo,coturn (default: both)")
     relay.add_argument("--relay-repeat", type=int, help="rounds (median over them; default 3)")
     relay.add_argument("--duration", type=float, help="full-blast trial, seconds (default 1.0)")
     relay.add_argument("--search-duration", type=float, help="rate-search trial, seconds (0.5)")
@@ -123,9 +124,11 @@ def main(argv: list[str] | None = None) -> int:
             _emit("matrix", matrix_table, out)
     if "relay" in args.only:
         config = relay_config(args)
-        if "coturn" in config.relays and shutil.which("turnserver") is None:
+        if RelayImpl.COTURN in config.relays and shutil.which("turnserver") is None:
             print("relay benchmark: coturn's turnserver not installed; ours only", file=sys.stderr)
-            config = replace(config, relays=tuple(r for r in config.relays if r != "coturn"))
+            config = replace(
+                config, relays=tuple(r for r in config.relays if r != RelayImpl.COTURN)
+            )
         reason = relay_unavailable_reason(config)
         if reason and config.topology == "netns":
             print(f"relay benchmark: {reason}; using loopback", file=sys.stderr)

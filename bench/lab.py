@@ -15,6 +15,7 @@ from lab.matrix import default_matrix
 from lab.natcheck import check_nat
 from lab.session import LabNetwork, lab_unavailable_reason
 from lab.topologies.catalog import TwoNats
+from reports.vocabulary import RelayImpl
 
 
 def _median_seconds(fn: object, repeat: int) -> float:
@@ -70,7 +71,8 @@ def run_matrix_benchmark(out: Path) -> pd.DataFrame | None:
         return None
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "lab", "matrix", "--relay", "inrepo", "--out", str(out / "matrix")],
+        [sys.executable, "-m", "lab", "matrix", "--relay", RelayImpl.INREPO,
+         "--out", str(out / "matrix")],
         capture_output=True, text=True,
     )  # fmt: skip
     elapsed = time.perf_counter() - start

@@ -47,6 +47,7 @@ from typing import Any
 import pandas as pd
 
 from bench.relay_stats import ZERO_LOSS, Figure, Measurements, RateSearch, build_table, loss
+from reports.vocabulary import RELAY_IMPLS, RelayImpl
 
 SECRET = "bench-rest-secret"
 REALM = "bench"
@@ -74,7 +75,7 @@ class BenchError(RuntimeError):
 @dataclass(frozen=True)
 class RelayBenchConfig:
     topology: str = "netns"  # or "loopback"
-    relays: tuple[str, ...] = ("ours", "coturn")
+    relays: tuple[str, ...] = RELAY_IMPLS
     repeat: int = 3
     duration: float = 1.0  # full-blast trial, seconds
     search_duration: float = 0.5  # each rate-search trial
@@ -332,9 +333,9 @@ def relay_argv(
     ]  # fmt: skip
     if hosts.loopback:
         common.append("--allow-loopback-peers")
-    if impl == "ours":
+    if impl == RelayImpl.INREPO:
         return [sys.executable, "-m", "relay", "--datapath", datapath, *common]
-    if impl == "coturn":
+    if impl == RelayImpl.COTURN:
         binary = shutil.which("turnserver") or "turnserver"
         return [
             binary, *common, "--no-dtls", "--no-cli", "--simple-log",

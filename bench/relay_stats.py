@@ -11,9 +11,11 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from reports.vocabulary import RELAY_IMPLS
+
 ZERO_LOSS = 0.001  # "zero loss": under 0.1 % of the datagrams sent
 LOAD_BOUND_FRACTION = 0.9  # a relay figure within 10 % of the ceiling says little about the relay
-TARGETS = ("ours", "coturn", "direct")
+TARGETS = (*RELAY_IMPLS, "direct")  # the relays, and the path without one
 NA = math.nan
 
 
@@ -149,21 +151,21 @@ def build_table(figures: Sequence[Figure], data: Measurements) -> pd.DataFrame:
         med = {t: median(series[t].values()) for t in TARGETS}
         notes = list(data.notes.get(fig.key, []))
         if fig.flag_ceiling:
-            for target in ("ours", "coturn"):
+            for target in RELAY_IMPLS:
                 if load_bound(med[target], med["direct"]):
                     notes.append(f"{target} load-bound")
         rows.append(
             {
                 "figure": fig.label,
                 "unit": fig.unit,
-                "ours": med["ours"],
+                "inrepo": med["inrepo"],
                 "coturn": med["coturn"],
                 "direct": med["direct"],
-                "ours/coturn": (
-                    _ratio_median(series["ours"], series["coturn"]) if fig.ratio_coturn else NA
+                "inrepo/coturn": (
+                    _ratio_median(series["inrepo"], series["coturn"]) if fig.ratio_coturn else NA
                 ),
-                "ours/direct": (
-                    _ratio_median(series["ours"], series["direct"]) if fig.ratio_direct else NA
+                "inrepo/direct": (
+                    _ratio_median(series["inrepo"], series["direct"]) if fig.ratio_direct else NA
                 ),
                 "runs": max((len(s) for s in series.values()), default=0),
                 "note": "; ".join(notes),
@@ -172,8 +174,8 @@ def build_table(figures: Sequence[Figure], data: Measurements) -> pd.DataFrame:
     return pd.DataFrame(
         rows,
         columns=[
-            "figure", "unit", "ours", "coturn", "direct", "ours/coturn", "ours/direct", "runs",
-            "note",
+            "figure", "unit", "inrepo", "coturn", "direct", "inrepo/coturn", "inrepo/direct",
+            "runs", "note",
         ],
     )  # fmt: skip
 

@@ -23,9 +23,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from reports.vocabulary import RELAY_IMPLS, RelayImpl
+
+if TYPE_CHECKING:
+    from reports.schema import ResultRow
 
 DEFAULT_OUT = Path("reports/out")
 
@@ -70,7 +75,7 @@ class ProgressLine:
         self.stream = stream
         self.tty = stream.isatty()
 
-    def __call__(self, progress: Any, row: dict[str, Any] | None) -> None:
+    def __call__(self, progress: Any, row: ResultRow | None) -> None:
         eta = progress.eta_s()
         eta_text = f"ETA {int(eta // 60)}:{int(eta % 60):02d}" if eta is not None else "ETA --:--"
         width = 30
@@ -82,11 +87,11 @@ class ProgressLine:
         )
         if self.tty:
             self.stream.write("\r\033[K" + status)
-            if row is not None and row["outcome"] != row["expected"]:
+            if row is not None and row.outcome != row.expected:
                 self.stream.write(f"\r\033[K  unexpected: {_row_line(row)}\n{status}")
             self.stream.flush()
         elif row is not None:
-            mark = "ok" if row["outcome"] == row["expected"] else "UNEXPECTED"
+            mark = "ok" if row.outcome == row.expected else "UNEXPECTED"
             self.stream.write(f"{progress.done}/{progress.total} {mark} {_row_line(row)}\n")
             self.stream.flush()
 
@@ -95,15 +100,15 @@ class ProgressLine:
             self.stream.write("\n")
 
 
-def _row_line(row: dict[str, Any]) -> str:
+def _row_line(row: ResultRow) -> str:
     fw = ""
-    if (row.get("firewall_a"), row.get("firewall_b")) != ("open", "open"):
-        fw = f" fw {row.get('firewall_a')}/{row.get('firewall_b')}"
+    if (row.firewall_a, row.firewall_b) != ("open", "open"):
+        fw = f" fw {row.firewall_a}/{row.firewall_b}"
     text = (
-        f"{row['relay_impl']} {row['scenario']} {row['nat_a']} x {row['nat_b']}{fw}: "
-        f"expected {row['expected']}, observed {row['outcome']}"
+        f"{row.relay_impl} {row.scenario} {row.nat_a} x {row.nat_b}{fw}: "
+        f"expected {row.expected}, observed {row.outcome}"
     )
-    return text + (f" ({row['error']})" if row.get("error") else "")
+    return text + (f" ({row.error})" if row.error else "")
 
 
 def _cmd_matrix(args: argparse.Namespace) -> int:
@@ -111,12 +116,12 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
     from lab.nat.behavior import PRESETS
     from lab.nat.firewall import POLICIES as FIREWALL_POLICIES
 
-    relays = ["inrepo", "coturn"] if args.relay == "both" else [args.relay]
+    relays = list(RELAY_IMPLS) if args.relay == "both" else [args.relay]
     nats = args.nat or list(MATRIX_NATS)
     _check_names("NAT preset", nats, list(PRESETS))
     firewalls = args.firewall or ["open"]
     _check_names("firewall policy", firewalls, list(FIREWALL_POLICIES))
-    if "coturn" in relays and shutil.which("turnserver") is None:
+    if RelayImpl.COTURN in relays and shutil.which("turnserver") is None:
         raise UsageError("coturn is not installed (apt-get install coturn), or use --relay inrepo")
     if args.trials < 1:
         raise UsageError("--trials must be at least 1")
@@ -130,7 +135,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
         for cell in default_matrix(
             relays, nats, args.modes.split(","), args.trials, args.seed, run_id
         ):
-            cells.append(replace(cell, firewall_a=firewall))
+            cells.append(replace(cell, intent=replace(cell.intent, firewall_a=firewall)))
     if shard:
         i, n = shard
         cells = cells[i - 1 :: n]
@@ -159,7 +164,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
     return _write_outputs(rows, out, run_id, interrupted)
 
 
-def _write_outputs(rows: list[dict[str, Any]], out: Path, run_id: str, interrupted: bool) -> int:
+def _write_outputs(rows: list[ResultRow], out: Path, run_id: str, interrupted: bool) -> int:
     from reports.schema import to_frame, write_results
 
     frame = to_frame(rows)
@@ -200,9 +205,9 @@ def _markdown(frame: Any) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from lab.run import CellSpec, spec_from_dict
+    from lab.run import SPEC_KEYS, spec_from_dict
 
-    names = {f.name for f in fields(CellSpec)}
+    names = set(SPEC_KEYS)
     data: dict[str, Any] = {}
     for item in args.spec:
         key, sep, value = item.partition("=")
@@ -343,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("matrix", help="run the NAT x NAT matrix (the main job)")
-    p.add_argument("--relay", choices=["inrepo", "coturn", "both"], default="inrepo")
+    p.add_argument("--relay", choices=[*RELAY_IMPLS, "both"], default=RelayImpl.INREPO.value)
     p.add_argument("--nat", action="append", metavar="PRESET", help="NAT preset (repeatable)")
     p.add_argument(
         "--firewall",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reports.schema import LADDER
+from reports.vocabulary import LADDER, RELAY_PROTOCOLS, RELAY_REMOTE, Outcome, relay_outcome
 
 # DESIGN.md "Expected hole-punching outcomes": direct unless both sides are "hard" in a way
 # that defeats simultaneous checks. Classes: full-cone, restricted, port-restricted, symmetric.
@@ -70,17 +70,17 @@ def direct_possible(intent: CellIntent) -> bool:
     return pair not in _RELAY_PAIRS
 
 
-def best_relay_rung(firewall: str, offered: tuple[str, ...]) -> str:
+def best_relay_rung(firewall: str, offered: tuple[str, ...]) -> Outcome:
     """The highest ladder rung a side can relay on: UDP > TCP > TLS, among offered transports."""
-    usable = [t for t in ("udp", "tcp", "tls") if t in offered and t in _REACHABLE[firewall]]
-    return f"relay-{usable[0]}" if usable else "fail"
+    usable = [t for t in RELAY_PROTOCOLS if t in offered and t in _REACHABLE[firewall]]
+    return relay_outcome(usable[0]) if usable else Outcome.FAIL
 
 
-def expected_outcome(intent: CellIntent) -> str:
+def expected_outcome(intent: CellIntent) -> Outcome:
     if direct_possible(intent):
-        return "direct"
+        return Outcome.DIRECT
     if not intent.turn_transports or intent.relay_refuses_lab_peers:
-        return "fail"
+        return Outcome.FAIL
     rungs = [
         best_relay_rung(intent.firewall_a, intent.turn_transports),
         best_relay_rung(intent.firewall_b, intent.turn_transports),
@@ -88,13 +88,13 @@ def expected_outcome(intent: CellIntent) -> str:
     return min(rungs, key=LADDER.__getitem__)  # the weaker side decides
 
 
-def combine_sides(a: str | None, b: str | None) -> str:
+def combine_sides(a: str | None, b: str | None) -> Outcome:
     """One cell outcome from the two agents' views: both must connect; the lower rung wins;
     "relay-remote" (only the other side relays) defers to the other side's protocol."""
-    views = [v or "fail" for v in (a, b)]
-    if "fail" in views:
-        return "fail"
-    concrete = [v for v in views if v != "relay-remote"]
+    views = [v or Outcome.FAIL for v in (a, b)]
+    if Outcome.FAIL in views:
+        return Outcome.FAIL
+    concrete = [Outcome(v) for v in views if v != RELAY_REMOTE]
     if not concrete:
-        return "fail"
+        return Outcome.FAIL
     return min(concrete, key=LADDER.__getitem__)

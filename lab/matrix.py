@@ -16,11 +16,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from lab.run import CellSpec, spec_columns
+from lab.expectations import CellIntent
+from lab.run import CellRun, CellSpec, build_row, spec_to_dict
+from reports.schema import ResultRow
+from reports.vocabulary import RelayImpl
 
 MATRIX_NATS = ("open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
 MATRIX_MODES = {"stun": (), "turn": ("udp", "tcp", "tls")}
@@ -29,7 +31,7 @@ DEFAULT_JOBS = 3
 
 
 def default_matrix(
-    relays: Iterable[str] = ("inrepo",),
+    relays: Iterable[str] = (RelayImpl.INREPO,),
     nats: Iterable[str] = MATRIX_NATS,
     modes: Iterable[str] = ("stun", "turn"),
     trials: int = 1,
@@ -45,11 +47,9 @@ def default_matrix(
                     for trial in range(trials):
                         cells.append(
                             CellSpec(
+                                CellIntent(nat_a=a, nat_b=b, turn_transports=MATRIX_MODES[mode]),
                                 scenario=f"matrix-{mode}",
-                                nat_a=a,
-                                nat_b=b,
                                 relay_impl=relay,
-                                turn_transports=MATRIX_MODES[mode],
                                 trial=trial,
                                 seed=seed,
                                 run_id=run_id,
@@ -73,7 +73,7 @@ class Progress:
         return elapsed / self.done * (self.total - self.done)
 
 
-ProgressCallback = Callable[[Progress, dict[str, Any] | None], None]
+ProgressCallback = Callable[[Progress, ResultRow | None], None]
 
 
 class MatrixRunner:
@@ -96,10 +96,10 @@ class MatrixRunner:
 
     def run(
         self, cells: list[CellSpec], on_progress: ProgressCallback | None = None
-    ) -> list[dict[str, Any]]:
+    ) -> list[ResultRow]:
         self.workdir.mkdir(parents=True, exist_ok=True)
         progress = Progress(total=len(cells), started=time.monotonic())
-        rows: list[dict[str, Any] | None] = [None] * len(cells)
+        rows: list[ResultRow | None] = [None] * len(cells)
 
         def one(index: int) -> None:
             if self._stopping.is_set():
@@ -113,7 +113,7 @@ class MatrixRunner:
             with self._lock:
                 progress.running -= 1
                 progress.done += 1
-                if row["outcome"] != row["expected"]:
+                if row.outcome != row.expected:
                     progress.failed += 1
             if on_progress:
                 on_progress(progress, row)
@@ -122,13 +122,13 @@ class MatrixRunner:
             list(pool.map(one, range(len(cells))))
         return [r for r in rows if r is not None]
 
-    def _run_one(self, spec: CellSpec) -> dict[str, Any]:
+    def _run_one(self, spec: CellSpec) -> ResultRow:
         argv = [
             sys.executable,
             "-m",
             "lab.run",
             "--spec",
-            json.dumps(asdict(spec)),
+            json.dumps(spec_to_dict(spec)),
             "--workdir",
             str(self.workdir),
         ]
@@ -157,16 +157,13 @@ class MatrixRunner:
             except ValueError:
                 continue
             if isinstance(data, dict) and "row" in data:
-                row: dict[str, Any] = data["row"]
-                return row
+                return ResultRow.from_dict(data["row"])
         return failed_row(spec, f"cell process failed ({proc.returncode}): {err[-800:]}", started)
 
 
-def failed_row(spec: CellSpec, error: str, started: float) -> dict[str, Any]:
+def failed_row(spec: CellSpec, error: str, started: float) -> ResultRow:
     """A row for a cell that never reported: everything unknown is NA."""
-    return {
-        **spec_columns(spec, started, None),
-        "outcome": None,
-        "error": f"lab-error: {error}",
-        "duration_s": round(time.time() - started, 3),
-    }
+    run = CellRun(lab_error=error)
+    return build_row(
+        spec, run, relay_version=None, started=started, duration_s=time.time() - started
+    )

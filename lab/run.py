@@ -22,50 +22,42 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from lab.agents.agent_result import AgentResult
 from lab.agents.relays import RelaySpec, start_relay
 from lab.certs import lab_certs
 from lab.expectations import CellIntent, combine_sides, expected_outcome
-from lab.natcheck import declared
+from lab.nat.behavior import declared, declared_short, short_form
 from lab.session import LabError, LabNetwork
 from lab.topologies.addressing import RELAY_IPS, SIGNALING_IP
 from lab.topologies.base import SideSpec
 from lab.topologies.catalog import topology
+from reports.schema import ResultRow
+from reports.vocabulary import RELAY_IMPLS, Outcome, RelayImpl
 
 TURN_SECRET = "natlab-rest-secret"
 AGENT_TIMEOUT = 25.0
 FAULTS = ("kill-relay", "kill-signaling", "kill-agent-b")
-_SHORT = {
-    "endpoint-independent": "EIM",
-    "address-dependent": "ADM",
-    "address-and-port-dependent": "APDM",
-}
-_SHORT_F = {
-    "endpoint-independent": "EIF",
-    "address-dependent": "ADF",
-    "address-and-port-dependent": "APDF",
-}
+SIDES = ("a", "b")
+# The weaker relay transport of the two sides names the cell's relay_protocol.
+_RELAY_PROTOCOL_RANK = {"udp": 3, "tcp": 2, "tls": 1}
 
 
 @dataclass(frozen=True)
 class CellSpec:
+    """One trial of one cell: what to build (``intent``, which also fixes the expected
+    outcome) and how to run it."""
+
+    intent: CellIntent = field(default_factory=CellIntent)
     scenario: str = "adhoc"
-    topology: str = "two-nats"
-    nat_a: str = "port-restricted-cone"
-    nat_b: str = "port-restricted-cone"
-    firewall_a: str = "open"
-    firewall_b: str = "open"
-    relay_impl: str = "inrepo"
-    ice_policy: str = "all"
-    turn_transports: tuple[str, ...] = ("udp", "tcp", "tls")
+    relay_impl: str = RelayImpl.INREPO
     trial: int = 0
     seed: int = 0
     run_id: str = ""
     relay_config_file: str | None = None  # a turnserver.conf used verbatim (denied-peer cells)
-    relay_refuses_lab_peers: bool = False
     allowed_peer_ips: tuple[str, ...] = ()
     throughput_mbps: float | None = None  # agent stream rate
     bandwidth_cap_mbps: float | None = None  # tbf on both routers' WAN links
@@ -76,36 +68,31 @@ class CellSpec:
     keep_artifacts: bool = False  # keep the cell's directory even when it went as expected
 
     def __post_init__(self) -> None:
-        topology(self.topology)
-        SideSpec(self.nat_a, self.firewall_a)
-        SideSpec(self.nat_b, self.firewall_b)
-        if self.ice_policy not in ("all", "relay"):
-            raise ValueError(f"ice policy {self.ice_policy!r}; valid: all, relay")
-        bad = set(self.turn_transports) - {"udp", "tcp", "tls"}
+        intent = self.intent
+        topology(intent.topology)
+        SideSpec(intent.nat_a, intent.firewall_a)
+        SideSpec(intent.nat_b, intent.firewall_b)
+        if intent.ice_policy not in ("all", "relay"):
+            raise ValueError(f"ice policy {intent.ice_policy!r}; valid: all, relay")
+        bad = set(intent.turn_transports) - {"udp", "tcp", "tls"}
         if bad:
             raise ValueError(f"unknown TURN transports {sorted(bad)}; valid: udp, tcp, tls")
+        if self.relay_impl not in RELAY_IMPLS:
+            raise ValueError(f"unknown relay {self.relay_impl!r}; valid: {', '.join(RELAY_IMPLS)}")
         if self.fault is not None and self.fault not in FAULTS:
             raise ValueError(f"unknown fault {self.fault!r}; valid: {', '.join(FAULTS)}")
 
     @property
-    def intent(self) -> CellIntent:
-        return CellIntent(
-            topology=self.topology,
-            nat_a=self.nat_a,
-            nat_b=self.nat_b,
-            firewall_a=self.firewall_a,
-            firewall_b=self.firewall_b,
-            ice_policy=self.ice_policy,
-            turn_transports=self.turn_transports,
-            relay_refuses_lab_peers=self.relay_refuses_lab_peers,
-        )
+    def expected(self) -> str:
+        return expected_outcome(self.intent)
 
     @property
     def name(self) -> str:
-        parts = [self.scenario, self.topology, self.nat_a, self.nat_b]
-        if (self.firewall_a, self.firewall_b) != ("open", "open"):
-            parts += [f"fw-{self.firewall_a}", f"fw-{self.firewall_b}"]
-        parts += [self.relay_impl, self.ice_policy, "+".join(self.turn_transports) or "stun"]
+        i = self.intent
+        parts = [self.scenario, i.topology, i.nat_a, i.nat_b]
+        if (i.firewall_a, i.firewall_b) != ("open", "open"):
+            parts += [f"fw-{i.firewall_a}", f"fw-{i.firewall_b}"]
+        parts += [self.relay_impl, i.ice_policy, "+".join(i.turn_transports) or "stun"]
         if self.fault:
             parts.append(f"{self.fault}@{self.fault_after_s:g}s")
         if self.throughput_mbps:
@@ -120,22 +107,35 @@ class CellSpec:
 
 
 @dataclass
+class CellRun:
+    """What a running cell has learned so far; ``build_row`` turns it into the row."""
+
+    observed: dict[str, str | None] = field(default_factory=dict)  # side -> "EIM/APDF"
+    agents: dict[str, AgentResult] = field(default_factory=dict)  # side -> its result
+    lab_error: str | None = None
+
+
+@dataclass(frozen=True)
 class CellResult:
-    row: dict[str, Any]
-    agents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    row: ResultRow
+    agents: dict[str, AgentResult] = field(default_factory=dict)
     artifacts: Path | None = None
 
     @property
     def as_expected(self) -> bool:
-        """The outcome matches, and nothing went wrong beyond what a failing cell implies."""
-        if self.row["outcome"] != self.row["expected"]:
-            return False
-        error = str(self.row["error"] or "")
-        return not error or (self.row["expected"] == "fail" and not error.startswith("lab-error"))
+        return row_as_expected(self.row)
+
+
+def row_as_expected(row: ResultRow) -> bool:
+    """The outcome matches, and nothing went wrong beyond what a failing cell implies."""
+    if row.outcome != row.expected:
+        return False
+    error = row.error or ""
+    return not error or (row.expected == Outcome.FAIL and not error.startswith("lab-error"))
 
 
 def relay_version(impl: str) -> str | None:
-    if impl == "inrepo":
+    if impl == RelayImpl.INREPO:
         from importlib.metadata import PackageNotFoundError, version
 
         try:
@@ -148,25 +148,63 @@ def relay_version(impl: str) -> str | None:
     return f"coturn {out.stdout.strip()}" if out.returncode == 0 and out.stdout else None
 
 
-def spec_columns(spec: CellSpec, started: float, version: str | None) -> dict[str, Any]:
-    """The result columns a cell's spec and start fix before anything runs (reports.schema)."""
-    return {
-        "run_id": spec.run_id or None,
-        "scenario": spec.scenario,
-        "topology": spec.topology,
-        "nat_a": spec.nat_a,
-        "nat_b": spec.nat_b,
-        "firewall_a": spec.firewall_a,
-        "firewall_b": spec.firewall_b,
-        "relay_impl": spec.relay_impl,
-        "relay_version": version,
-        "ice_policy": spec.ice_policy,
-        "turn_transports": "+".join(spec.turn_transports) or "none",
-        "trial": spec.trial,
-        "seed": spec.seed,
-        "expected": expected_outcome(spec.intent),
-        "started_at": dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
-    }
+def build_row(
+    spec: CellSpec,
+    run: CellRun,
+    *,
+    relay_version: str | None,
+    started: float,
+    duration_s: float,
+) -> ResultRow:
+    """The cell's one result row (reports.schema.ResultRow), from its spec, the NAT
+    observations, the agents' results, the error and the timings. The only place a row's
+    columns are filled in."""
+    intent = spec.intent
+    a, b = run.agents.get("a"), run.agents.get("b")
+    errors = [f"{side}: {r.error}" for side, r in run.agents.items() if r.error]
+    if spec.fault and run.lab_error is None:
+        errors.insert(0, f"fault injected: {spec.fault} at {spec.fault_after_s}s")
+    protocols = [r.relay_protocol for r in (a, b) if r is not None and r.relay_protocol]
+    checks = [r.checks_sent for r in (a, b) if r is not None and r.checks_sent is not None]
+    outcome: str | None = None
+    if run.lab_error is None:
+        views = [None if r is None or r.error else r.outcome for r in (a, b)]
+        outcome = combine_sides(*views)
+    path = f"{a.local_type}->{a.remote_type}" if a and a.local_type and a.remote_type else None
+    return ResultRow(
+        run_id=spec.run_id or None,
+        scenario=spec.scenario,
+        topology=intent.topology,
+        nat_a=intent.nat_a,
+        nat_b=intent.nat_b,
+        firewall_a=intent.firewall_a,
+        firewall_b=intent.firewall_b,
+        relay_impl=spec.relay_impl,
+        relay_version=relay_version,
+        ice_policy=intent.ice_policy,
+        turn_transports="+".join(intent.turn_transports) or "none",
+        trial=spec.trial,
+        seed=spec.seed,
+        expected=spec.expected,
+        outcome=outcome,
+        path=path,
+        local_type=a.local_type if a else None,
+        remote_type=a.remote_type if a else None,
+        relay_protocol=(
+            min(protocols, key=_RELAY_PROTOCOL_RANK.__getitem__) if protocols else None
+        ),
+        time_to_connect_s=a.time_to_connect_s if a else None,
+        checks_sent=sum(checks) if checks else None,
+        rtt_ms=a.rtt_ms if a else None,
+        throughput_mbps=(a.throughput_mbps if a else None) or (b.throughput_mbps if b else None),
+        nat_a_observed=run.observed.get("a"),
+        nat_b_observed=run.observed.get("b"),
+        error=f"lab-error: {run.lab_error}" if run.lab_error else "; ".join(errors) or None,
+        started_at=dt.datetime.fromtimestamp(started, dt.UTC).isoformat(timespec="seconds"),
+        duration_s=round(duration_s, 3),
+        nat_a_declared=declared_short(intent.nat_a),
+        nat_b_declared=declared_short(intent.nat_b),
+    )
 
 
 def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
@@ -175,37 +213,39 @@ def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
     cell_dir = workdir / spec.name
     shutil.rmtree(cell_dir, ignore_errors=True)
     cell_dir.mkdir(parents=True)
-    row = spec_columns(spec, started, relay_version(spec.relay_impl))
-    result = CellResult(row)
+    run = CellRun()
     keep = False
     try:
-        keep = _run(spec, workdir, cell_dir, result)
+        keep = _run(spec, workdir, cell_dir, run)
     except LabError as err:
-        row.update(outcome=None, error=f"lab-error: {err}")
+        run.lab_error = str(err)
         (cell_dir / "lab-error.txt").write_text(f"{err}\n\n{err.evidence}")
         keep = True
-    finally:
-        row["duration_s"] = round(time.time() - started, 3)
-    for column in ("outcome", "path", "local_type", "remote_type", "relay_protocol"):
-        row.setdefault(column, None)
-    for column in ("time_to_connect_s", "checks_sent", "rtt_ms", "throughput_mbps", "error"):
-        row.setdefault(column, None)
-    for column in ("nat_a_observed", "nat_b_observed"):
-        row.setdefault(column, None)
-    (cell_dir / "row.json").write_text(json.dumps(row, indent=2, default=str))
+    row = build_row(
+        spec,
+        run,
+        relay_version=relay_version(spec.relay_impl),
+        started=started,
+        duration_s=time.time() - started,
+    )
+    (cell_dir / "row.json").write_text(json.dumps(row.as_dict(), indent=2, default=str))
+    result = CellResult(row, dict(run.agents))
     keep = keep or spec.keep_artifacts or not result.as_expected
-    if keep:
-        result.artifacts = cell_dir
-    else:
+    if not keep:
         shutil.rmtree(cell_dir, ignore_errors=True)
-    return result
+        return result
+    return replace(result, artifacts=cell_dir)
 
 
-def _run(spec: CellSpec, workdir: Path, cell_dir: Path, result: CellResult) -> bool:
-    row = result.row
+def _run(spec: CellSpec, workdir: Path, cell_dir: Path, run: CellRun) -> bool:
+    """Build, start and drive the cell, filling ``run``; True when its artifacts are kept."""
+    intent = spec.intent
     certs = lab_certs(workdir / "certs")
-    topo = topology(spec.topology)
-    sides = {"a": SideSpec(spec.nat_a, spec.firewall_a), "b": SideSpec(spec.nat_b, spec.firewall_b)}
+    topo = topology(intent.topology)
+    sides = {
+        "a": SideSpec(intent.nat_a, intent.firewall_a),
+        "b": SideSpec(intent.nat_b, intent.firewall_b),
+    }
     with LabNetwork(topo, defer_firewalls=True, **sides) as lab:
         pcap = _start_capture(lab, cell_dir)
         relay_spec = RelaySpec(
@@ -222,21 +262,14 @@ def _run(spec: CellSpec, workdir: Path, cell_dir: Path, result: CellResult) -> b
             raise LabError(str(err)) from err
         signaling = _start_signaling(lab, certs.cert, certs.key, cell_dir)
         if spec.verify_nats:
-            _verify_nats(lab, spec, row)
+            _verify_nats(lab, intent, run)
         lab.reset_nat_state()
         lab.apply_firewalls()
         if spec.bandwidth_cap_mbps:
             _cap_bandwidth(lab, spec.bandwidth_cap_mbps)
-        agents = _run_agents(lab, spec, certs.ca, cell_dir, relay, signaling)
-        result.agents = agents
-        _fill_row(row, agents)
-        if spec.fault:
-            row["error"] = "; ".join(
-                e
-                for e in (f"fault injected: {spec.fault} at {spec.fault_after_s}s", row["error"])
-                if e
-            )
-        failed = not result.as_expected
+        run.agents = _run_agents(lab, spec, certs.ca, cell_dir, relay, signaling)
+        provisional = build_row(spec, run, relay_version=None, started=0.0, duration_s=0.0)
+        failed = not row_as_expected(provisional)
         if failed or spec.keep_artifacts:
             (cell_dir / "evidence.txt").write_text(lab.evidence())
             (cell_dir / "relay.log").write_text(relay.log())
@@ -247,15 +280,15 @@ def _run(spec: CellSpec, workdir: Path, cell_dir: Path, result: CellResult) -> b
 # ---------------------------------------------------------------------- pieces
 
 
-def _verify_nats(lab: LabNetwork, spec: CellSpec, row: dict[str, Any]) -> None:
+def _verify_nats(lab: LabNetwork, intent: CellIntent, run: CellRun) -> None:
     from lab.natcheck import probe_with_natprobe
 
     peers = lab.topo.roles.peers if lab.topo else {}
     mismatches = []
     sides = (
-        [("a", spec.nat_a)]
-        if spec.topology == "same-lan"
-        else [("a", spec.nat_a), ("b", spec.nat_b)]
+        [("a", intent.nat_a)]
+        if intent.topology == "same-lan"
+        else [("a", intent.nat_a), ("b", intent.nat_b)]
     )
     # both probes at once: they use different NATs (or one NAT, for same-lan)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -263,17 +296,12 @@ def _verify_nats(lab: LabNetwork, spec: CellSpec, row: dict[str, Any]) -> None:
             side: pool.submit(probe_with_natprobe, lab, peers.get(side, f"p{side}"))
             for side, _ in sides
         }
-    if spec.topology == "same-lan":
+    if intent.topology == "same-lan":
         probes["b"] = probes["a"]
-        sides.append(("b", spec.nat_b))
+        sides.append(("b", intent.nat_b))
     for side, nat in sides:
         mapping, filtering, error = probes[side].result()
-        observed = (
-            None
-            if error
-            else f"{_SHORT.get(mapping, mapping)}/{_SHORT_F.get(filtering, filtering)}"
-        )
-        row[f"nat_{side}_observed"] = observed
+        run.observed[side] = None if error else short_form(mapping, filtering)
         want = declared(nat)
         if error or (mapping, filtering) != want:
             mismatches.append(
@@ -343,7 +371,7 @@ def _agent_argv(spec: CellSpec, side: str, ca: Path, room: str) -> list[str]:
         "--turn-secret",
         TURN_SECRET,
         "--policy",
-        spec.ice_policy,
+        spec.intent.ice_policy,
         "--timeout",
         str(_agent_timeout(spec)),
         "--nomination-wait",
@@ -354,7 +382,7 @@ def _agent_argv(spec: CellSpec, side: str, ca: Path, room: str) -> list[str]:
         "tcp": ("--turn-tcp", 3478),
         "tls": ("--turn-tls", 443),
     }
-    for transport in spec.turn_transports:
+    for transport in spec.intent.turn_transports:
         flag, port = endpoints[transport]
         argv += [flag, f"{relay}:{port}"]
     if spec.throughput_mbps:
@@ -365,7 +393,7 @@ def _agent_argv(spec: CellSpec, side: str, ca: Path, room: str) -> list[str]:
 def _agent_timeout(spec: CellSpec) -> float:
     """Cells predicted to fail get a shorter leash: a lab connect takes 2-3 s, so a cell that
     has not connected after 12 s will not (and the row still records what happened)."""
-    if expected_outcome(spec.intent) == "fail" and not spec.fault:
+    if spec.expected == Outcome.FAIL and not spec.fault:
         return min(spec.agent_timeout, 12.0)
     return spec.agent_timeout
 
@@ -377,11 +405,11 @@ def _run_agents(
     cell_dir: Path,
     relay: Any,
     signaling: subprocess.Popen[Any],
-) -> dict[str, dict[str, Any]]:
+) -> dict[str, AgentResult]:
     room = secrets.token_hex(4)
     peers = lab.topo.roles.peers if lab.topo else {"a": "pa", "b": "pb"}
     procs = {}
-    for side in ("a", "b"):
+    for side in SIDES:
         err = (cell_dir / f"agent-{side}.log").open("wb")
         procs[side] = lab.popen(
             peers[side], _agent_argv(spec, side, ca, room), stdout=subprocess.PIPE, stderr=err
@@ -400,7 +428,7 @@ def _run_agents(
             except subprocess.TimeoutExpired:
                 _kill(proc)
                 out, _ = proc.communicate()
-            results[side] = _parse_agent(out, proc.returncode)
+            results[side] = _parse_agent(side, out, proc.returncode)
     finally:
         if timer is not None:
             timer.cancel()
@@ -412,33 +440,17 @@ def _kill(proc: subprocess.Popen[Any]) -> None:
         os.killpg(proc.pid, 9)
 
 
-def _parse_agent(out: bytes, code: int | None) -> dict[str, Any]:
+def _parse_agent(side: str, out: bytes, code: int | None) -> AgentResult:
+    """The agent's result: its last stdout line that is a result JSON object."""
     for line in reversed(out.decode(errors="replace").strip().splitlines()):
-        with contextlib.suppress(ValueError):
-            data = json.loads(line)
-            if isinstance(data, dict):
-                return data
-    return {"outcome": "fail", "error": f"agent ended without a result (exit {code})"}
-
-
-def _fill_row(row: dict[str, Any], agents: dict[str, dict[str, Any]]) -> None:
-    a, b = agents.get("a", {}), agents.get("b", {})
-    views = [r.get("outcome") if not r.get("error") else "fail" for r in (a, b)]
-    row["outcome"] = combine_sides(*views)
-    row["local_type"] = a.get("local_type")
-    row["remote_type"] = a.get("remote_type")
-    if a.get("local_type") and a.get("remote_type"):
-        row["path"] = f"{a['local_type']}->{a['remote_type']}"
-    protocols = [p for p in (a.get("relay_protocol"), b.get("relay_protocol")) if p]
-    order = {"udp": 3, "tcp": 2, "tls": 1}
-    row["relay_protocol"] = min(protocols, key=order.__getitem__) if protocols else None
-    row["time_to_connect_s"] = a.get("time_to_connect_s")
-    checks = [r.get("checks_sent") for r in (a, b) if r.get("checks_sent") is not None]
-    row["checks_sent"] = sum(checks) if checks else None
-    row["rtt_ms"] = a.get("rtt_ms")
-    row["throughput_mbps"] = a.get("throughput_mbps") or b.get("throughput_mbps")
-    errors = [f"{side}: {r['error']}" for side, r in (("a", a), ("b", b)) if r.get("error")]
-    row["error"] = "; ".join(errors) or None
+        with contextlib.suppress(ValueError, TypeError):
+            return AgentResult.from_json(line)
+    return AgentResult(
+        peer=side,
+        role="controlling" if side == "a" else "controlled",
+        started_at="",
+        error=f"agent ended without a result (exit {code})",
+    )
 
 
 def _cap_bandwidth(lab: LabNetwork, mbps: float) -> None:
@@ -474,11 +486,33 @@ def _stop_capture(proc: subprocess.Popen[Any] | None) -> None:
             proc.wait(timeout=3)
 
 
+_INTENT_FIELDS = frozenset(f.name for f in fields(CellIntent))
+SPEC_KEYS = tuple(sorted(_INTENT_FIELDS | {f.name for f in fields(CellSpec) if f.name != "intent"}))
+
+
+def spec_to_dict(spec: CellSpec) -> dict[str, Any]:
+    """A spec as plain JSON-able data (``intent`` nested), read back by ``spec_from_dict``."""
+    return asdict(spec)
+
+
 def spec_from_dict(data: dict[str, Any]) -> CellSpec:
-    if "turn_transports" in data and isinstance(data["turn_transports"], str):
-        value = data["turn_transports"]
-        data = {**data, "turn_transports": tuple(t for t in value.split("+") if t and t != "none")}
-    return replace(CellSpec(), **data)
+    """A spec from ``spec_to_dict`` data, or from flat keys (``natlab run nat_a=symmetric``):
+    the intent's keys may be given inside ``intent`` or beside the others."""
+    data = dict(data)
+    intent_data = dict(data.pop("intent", None) or {})
+    for key in _INTENT_FIELDS & set(data):
+        intent_data[key] = data.pop(key)
+    unknown = set(data) - set(SPEC_KEYS) | set(intent_data) - _INTENT_FIELDS
+    if unknown:
+        raise ValueError(f"unknown cell keys {sorted(unknown)}; valid: {', '.join(SPEC_KEYS)}")
+    transports = intent_data.get("turn_transports")
+    if isinstance(transports, str):  # "udp+tcp", as the row writes it; "none" for STUN only
+        transports = [t for t in transports.split("+") if t and t != "none"]
+    if transports is not None:
+        intent_data["turn_transports"] = tuple(transports)
+    if "allowed_peer_ips" in data:
+        data["allowed_peer_ips"] = tuple(data["allowed_peer_ips"])
+    return CellSpec(intent=CellIntent(**intent_data), **data)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,7 +531,8 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM (a stopped matrix) tears the lab down through the context managers
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     result = run_cell(spec, Path(args.workdir))
-    print(json.dumps({"row": result.row, "artifacts": str(result.artifacts or "")}, default=str))
+    report = {"row": result.row.as_dict(), "artifacts": str(result.artifacts or "")}
+    print(json.dumps(report, default=str))
     return 0
 
 

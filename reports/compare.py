@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import html
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -18,6 +17,7 @@ import pandas as pd
 from reports.html import chip, esc, page, pct, row_html, section_html, table_html
 from reports.schema import CELL_KEY, conform
 from reports.summary import cell_label, is_na, nat_sort_key, outcome_mode, plural
+from reports.vocabulary import Outcome
 
 # Comparison status, in the order rows are listed.
 COMPARE_STATUSES = ("outcome differs", "only in a", "only in b", "rate differs", "same")
@@ -41,7 +41,7 @@ def _aggregate(frame: pd.DataFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
         key = tuple(None if is_na(v) else v for v in key)
         outcome, expected = group["outcome"], group["expected"]
         trials = len(group)
-        connected = int((outcome.notna() & (outcome != "fail")).fillna(False).sum())
+        connected = int((outcome.notna() & (outcome != Outcome.FAIL)).fillna(False).sum())
         judged = outcome.notna() & expected.notna()
         as_expected = int((judged & (outcome == expected)).fillna(False).sum())
         out[key] = {
@@ -214,9 +214,3 @@ def render_compare_html(
     )
     return page(title, header + "<main>" + cards + compare_section(table, labels) + "</main>")
 
-
-def write_compare_html(a: pd.DataFrame, b: pd.DataFrame, path: str | Path, **kwargs: Any) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_compare_html(a, b, **kwargs), encoding="utf-8")
-    return path

@@ -19,7 +19,7 @@ import pandas as pd
 
 from reports import plots
 from reports.environment import relay_versions
-from reports.schema import CELL_KEY, COLUMNS, LADDER, OUTCOMES, conform
+from reports.schema import CELL_KEY, COLUMNS, conform
 from reports.summary import (
     cell_label,
     cell_table,
@@ -32,17 +32,9 @@ from reports.summary import (
     truncate,
     wilson_interval,
 )
+from reports.vocabulary import LADDER, OUTCOMES
 
 # What a declared NAT preset must look like to an RFC 5780 probe (DESIGN.md "NAT model");
-# reports/ reads tables only, so this mirrors lab.natcheck.declared in short form.
-DECLARED_CLASS = {
-    "open": "EIM/EIF",
-    "full-cone": "EIM/EIF",
-    "restricted-cone": "EIM/ADF",
-    "port-restricted-cone": "EIM/APDF",
-    "symmetric": "APDM/APDF",
-    "cgnat": "EIM/APDF",
-}
 GROUP_KEY = ("scenario", "topology", "firewall_a", "firewall_b", "ice_policy", "turn_transports")
 LADDER_SCENARIO = "fallback-ladder"
 RUNGS = sorted(OUTCOMES, key=lambda o: -LADDER[o])  # direct ... fail
@@ -807,18 +799,18 @@ def _nat_classification(frame: pd.DataFrame) -> str:
         "Each NAT is probed (RFC 5780 behaviour discovery) before a cell runs; a NAT that does "
         "not behave as declared makes the cell a lab error. Counts over both sides of every trial."
     )
-    counts: dict[tuple[Any, Any], int] = {}
+    counts: dict[tuple[Any, Any, Any], int] = {}
     for side in ("a", "b"):
-        for nat, observed in zip(frame[f"nat_{side}"], frame[f"nat_{side}_observed"], strict=True):
-            key = (None if is_na(nat) else nat, None if is_na(observed) else observed)
+        columns = (f"nat_{side}", f"nat_{side}_declared", f"nat_{side}_observed")
+        for values in zip(*(frame[c] for c in columns), strict=True):
+            key = tuple(None if is_na(v) else v for v in values)
             counts[key] = counts.get(key, 0) + 1
     if not counts:
         return section_html("nat", "NAT classification", lead, '<p class="empty">No rows.</p>')
     rows = []
-    for (nat, observed), n in sorted(
-        counts.items(), key=lambda kv: (nat_sort_key(kv[0][0]), _known_str(kv[0][1]))
+    for (nat, declared, observed), n in sorted(
+        counts.items(), key=lambda kv: (nat_sort_key(kv[0][0]), _known_str(kv[0][2]))
     ):
-        declared = DECLARED_CLASS.get(nat) if nat is not None else None
         if observed is None:
             verdict, cls = '<span class="badge s-unjudged">not probed</span>', ""
         elif declared is None:

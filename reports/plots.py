@@ -19,16 +19,18 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import PercentFormatter
 
+from reports.vocabulary import OUTCOMES, Outcome
+
 # Outcome colours, shared with the HTML tiles (strong variants for plots).
 OUTCOME_COLORS = {
-    "direct": "#1f9d55",
-    "relay-udp": "#2f6fd6",
-    "relay-tcp": "#6b4fcf",
-    "relay-tls": "#b0479a",
-    "fail": "#d64531",
+    Outcome.DIRECT: "#1f9d55",
+    Outcome.RELAY_UDP: "#2f6fd6",
+    Outcome.RELAY_TCP: "#6b4fcf",
+    Outcome.RELAY_TLS: "#b0479a",
+    Outcome.FAIL: "#d64531",
 }
 RELAY_PALETTE = ("#2f6fd6", "#e08a00", "#1f9d55", "#b0479a", "#6b7280", "#0e9aa7")
-RELAY_OUTCOMES = ("relay-udp", "relay-tcp", "relay-tls")
+RELAY_OUTCOMES = (Outcome.RELAY_UDP, Outcome.RELAY_TCP, Outcome.RELAY_TLS)
 INK = "#1f2933"
 MUTED = "#6b7280"
 GRID = "#e5e7eb"
@@ -39,7 +41,7 @@ def path_kind(outcome: Any) -> str | None:
     """ "direct" or "relay" for a connected outcome; None for fail and NA."""
     if not isinstance(outcome, str):
         return None
-    return "direct" if outcome == "direct" else "relay" if outcome in RELAY_OUTCOMES else None
+    return "direct" if outcome == Outcome.DIRECT else "relay" if outcome in RELAY_OUTCOMES else None
 
 
 def relay_colors(relays: Sequence[str]) -> dict[str, str]:
@@ -122,7 +124,7 @@ def time_to_connect_plot(frame: pd.DataFrame) -> str | None:
     known = frame[frame["time_to_connect_s"].notna() & frame["outcome"].notna()]
     if not len(known):
         return None
-    groups = [o for o in ("direct", *RELAY_OUTCOMES, "fail") if (known["outcome"] == o).any()]
+    groups = [o for o in OUTCOMES if (known["outcome"] == o).any()]
     relays = _relay_names(frame)
     colors = relay_colors(relays)
     values: dict[tuple[str, str], np.ndarray] = {}

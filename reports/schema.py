@@ -7,47 +7,83 @@ Unknown values are NA, never a made-up value.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import asdict, dataclass, fields
+from typing import Any, get_type_hints
 
 import pandas as pd
 
-OUTCOMES = ("direct", "relay-udp", "relay-tcp", "relay-tls", "fail")
-# The fallback ladder (DESIGN.md): a lower rung is worse; "fail" is below all.
-LADDER = {"direct": 4, "relay-udp": 3, "relay-tcp": 2, "relay-tls": 1, "fail": 0}
-CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")
-RELAY_PROTOCOLS = ("udp", "tcp", "tls")
+from reports.vocabulary import OUTCOMES
 
+
+@dataclass(frozen=True, kw_only=True)
+class ResultRow:
+    """One trial of one cell; the only place the result columns are named. ``None`` is NA.
+
+    Built by ``lab.run.build_row`` alone; the table's column order is this field order.
+    """
+
+    run_id: str | None = None
+    scenario: str | None = None
+    topology: str | None = None
+    nat_a: str | None = None
+    nat_b: str | None = None
+    firewall_a: str | None = None
+    firewall_b: str | None = None
+    relay_impl: str | None = None
+    relay_version: str | None = None
+    ice_policy: str | None = None
+    turn_transports: str | None = None  # "udp+tcp+tls", or "none" for STUN only
+    trial: int | None = None
+    seed: int | None = None
+    expected: str | None = None  # OUTCOMES
+    outcome: str | None = None  # OUTCOMES; NA for a lab error
+    path: str | None = None  # "<local type>-><remote type>" of the nominated pair
+    local_type: str | None = None
+    remote_type: str | None = None
+    relay_protocol: str | None = None  # the weaker side's client-to-TURN transport
+    time_to_connect_s: float | None = None
+    checks_sent: int | None = None
+    rtt_ms: float | None = None
+    throughput_mbps: float | None = None
+    nat_a_observed: str | None = None  # "EIM/APDF": what the RFC 5780 probe measured
+    nat_b_observed: str | None = None
+    error: str | None = None
+    started_at: str | None = None
+    duration_s: float | None = None
+    nat_a_declared: str | None = None  # "EIM/APDF": what the preset says the probe must see
+    nat_b_declared: str | None = None
+
+    def __post_init__(self) -> None:
+        for column in ("expected", "outcome"):
+            value = getattr(self, column)
+            if value is not None and value not in OUTCOMES:
+                raise SchemaError(f"column {column}: {value!r} is not one of {OUTCOMES}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ResultRow:
+        """A row read back (a cell process's JSON line); unknown columns are an error."""
+        unknown = set(data) - set(COLUMNS)
+        if unknown:
+            raise SchemaError(f"unknown columns {sorted(unknown)}")
+        return cls(**dict(data))
+
+
+_DTYPES = {str: "string", int: "Int64", float: "Float64"}
+
+
+def _dtype(annotation: Any) -> str:
+    (base,) = [t for t in annotation.__args__ if t is not type(None)]
+    return _DTYPES[base]
+
+
+_HINTS = get_type_hints(ResultRow)
 # column -> pandas dtype (nullable dtypes, so NA is representable everywhere)
-COLUMNS: dict[str, str] = {
-    "run_id": "string",
-    "scenario": "string",
-    "topology": "string",
-    "nat_a": "string",
-    "nat_b": "string",
-    "firewall_a": "string",
-    "firewall_b": "string",
-    "relay_impl": "string",
-    "relay_version": "string",
-    "ice_policy": "string",
-    "turn_transports": "string",
-    "trial": "Int64",
-    "seed": "Int64",
-    "expected": "string",
-    "outcome": "string",
-    "path": "string",
-    "local_type": "string",
-    "remote_type": "string",
-    "relay_protocol": "string",
-    "time_to_connect_s": "Float64",
-    "checks_sent": "Int64",
-    "rtt_ms": "Float64",
-    "throughput_mbps": "Float64",
-    "nat_a_observed": "string",
-    "nat_b_observed": "string",
-    "error": "string",
-    "started_at": "string",
-    "duration_s": "Float64",
-}
+COLUMNS: dict[str, str] = {f.name: _dtype(_HINTS[f.name]) for f in fields(ResultRow)}
+# Columns added after round 1: a results file written before them reads them as NA.
+ADDED_COLUMNS = ("nat_a_declared", "nat_b_declared")
 
 
 class SchemaError(ValueError):
@@ -58,19 +94,18 @@ def empty_table() -> pd.DataFrame:
     return pd.DataFrame({c: pd.Series(dtype=t) for c, t in COLUMNS.items()})
 
 
-def to_frame(rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """Rows (dicts) -> a table with exactly the schema's columns, in order, typed."""
-    rows = list(rows)
-    for i, row in enumerate(rows):
-        extra = set(row) - set(COLUMNS)
-        if extra:
-            raise SchemaError(f"row {i}: unknown columns {sorted(extra)}")
-    frame = pd.DataFrame(rows, columns=list(COLUMNS)) if rows else empty_table()
+def to_frame(rows: Iterable[ResultRow]) -> pd.DataFrame:
+    """Rows -> a table with exactly the schema's columns, in order, typed."""
+    records = [row.as_dict() for row in rows]
+    frame = pd.DataFrame(records, columns=list(COLUMNS)) if records else empty_table()
     return conform(frame)
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
     """Check columns and vocabulary, and cast to the schema's dtypes."""
+    absent = [c for c in ADDED_COLUMNS if c not in frame.columns]
+    if absent:
+        frame = frame.assign(**{c: pd.NA for c in absent})
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise SchemaError(f"missing columns: {', '.join(missing)}")

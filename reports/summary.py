@@ -16,7 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from reports.schema import CELL_KEY, LADDER, conform
+from reports.schema import CELL_KEY, conform
+from reports.vocabulary import LADDER, Outcome
 
 Z_95 = 1.959963984540054  # two-sided 95 % normal quantile
 
@@ -154,7 +155,7 @@ def cell_table(frame: pd.DataFrame) -> pd.DataFrame:
         judged = [r for r in group if r["outcome"] is not None and r["expected"] is not None]
         as_expected = sum(r["outcome"] == r["expected"] for r in judged)
         mismatched = len(judged) - as_expected
-        connected = sum(o is not None and o != "fail" for o in outcomes)
+        connected = sum(o is not None and o != Outcome.FAIL for o in outcomes)
         lab_errors = sum(o is None for o in outcomes)
         expected = outcome_mode(r["expected"] for r in group)
         observed = outcome_mode(outcomes)

@@ -12,11 +12,9 @@ from typing import Any
 
 import pytest
 
+from lab.matrix import failed_row
 from lab.run import CellSpec
-
-# a row is the row of a CellSpec when these fields (and the transports) agree
-ROW_KEYS = ("scenario", "topology", "nat_a", "nat_b", "firewall_a", "firewall_b", "relay_impl",
-            "ice_policy", "trial")  # fmt: skip
+from reports.schema import ROW_KEY, ResultRow
 
 
 def suite_dir(suite: str) -> Path:
@@ -58,14 +56,11 @@ def selected_specs(request: pytest.FixtureRequest) -> list[CellSpec]:
     return [spec for _, spec in selected_params(request, "spec") if not coturn_missing(spec)]
 
 
-def row_for(rows: list[dict[str, Any]], spec: CellSpec) -> dict[str, Any]:
-    transports = "+".join(spec.turn_transports) or "none"
-    found = [
-        r
-        for r in rows
-        if all(r.get(k) == getattr(spec, k) for k in ROW_KEYS)
-        and r.get("turn_transports") == transports
-    ]
+def row_for(rows: list[ResultRow], spec: CellSpec) -> ResultRow:
+    """The row of ``spec``: the one whose spec columns are the spec's."""
+    want = failed_row(spec, "", 0.0)  # the spec's columns, built the one way rows are
+    keys = [k for k in ROW_KEY if k != "run_id"]
+    found = [r for r in rows if all(getattr(r, k) == getattr(want, k) for k in keys)]
     assert len(found) == 1, f"{spec.name}: {len(found)} rows match"
     return found[0]
 

@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 
 from lab.session import lab_unavailable_reason
+from reports.schema import ResultRow
 
 REPO = Path(__file__).resolve().parent.parent
 OUT = Path(os.environ.get("NATLAB_OUT", REPO / "reports" / "out" / "scenarios"))
-_ROWS: list[dict[str, Any]] = []
+_ROWS: list[ResultRow] = []
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -50,7 +51,7 @@ def scenario_workdir(run_id: str) -> Path:
 def record_rows() -> Iterator[Any]:
     """Suites hand their rows here; the session writes them as one table at the end."""
 
-    def record(rows: list[dict[str, Any]]) -> None:
+    def record(rows: list[ResultRow]) -> None:
         _ROWS.extend(rows)
 
     yield record

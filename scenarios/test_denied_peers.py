@@ -43,6 +43,7 @@ if REASON is not None:
 
 from lab.agents.relays import RelaySpec, start_relay  # noqa: E402
 from lab.certs import LabCerts, lab_certs  # noqa: E402
+from lab.expectations import CellIntent  # noqa: E402
 from lab.run import TURN_SECRET, CellResult, CellSpec, run_cell  # noqa: E402
 from lab.session import LabNetwork  # noqa: E402
 from lab.topologies.addressing import (  # noqa: E402
@@ -161,14 +162,16 @@ def run_seed_cell(
     impl: str, workdir: Path, conf: Path, nat: str, refuses: bool, name: str
 ) -> CellResult:
     spec = CellSpec(
+        CellIntent(
+            nat_a=nat,
+            nat_b=nat,
+            ice_policy="all",
+            turn_transports=("udp", "tcp", "tls"),
+            relay_refuses_lab_peers=refuses,
+        ),
         scenario=name,
-        nat_a=nat,
-        nat_b=nat,
         relay_impl=impl,
-        ice_policy="all",
-        turn_transports=("udp", "tcp", "tls"),
         relay_config_file=str(conf),
-        relay_refuses_lab_peers=refuses,
         # The seed config has one listening-ip, so no RFC 5780 (OTHER-ADDRESS): the NAT probe
         # cannot classify against it. The presets are verified in tests/lab/ and by the other
         # scenarios; here the relay config is what is under test.
@@ -177,9 +180,9 @@ def run_seed_cell(
     )
     result = run_cell(spec, workdir)
     print(
-        f"\n[{impl}] {name}: expected={result.row['expected']} outcome={result.row['outcome']}"
-        f" path={result.row['path']} relay_protocol={result.row['relay_protocol']}"
-        f" error={result.row['error']}"
+        f"\n[{impl}] {name}: expected={result.row.expected} outcome={result.row.outcome}"
+        f" path={result.row.path} relay_protocol={result.row.relay_protocol}"
+        f" error={result.row.error}"
     )
     return result
 
@@ -189,9 +192,9 @@ def test_seed_config_refuses_lab_peers(impl: str, workdir: Path, certs: LabCerts
     conf = seed_config(workdir / f"seed-{impl}" / "turnserver.conf", impl, certs)
     result = run_seed_cell(impl, workdir, conf, "symmetric", True, "seed-verbatim")
     report = cell_report(result)
-    assert result.row["expected"] == "fail", report
-    assert result.row["outcome"] == "fail", report
-    assert not str(result.row["error"] or "").startswith("lab-error"), report
+    assert result.row.expected == "fail", report
+    assert result.row.outcome == "fail", report
+    assert not str(result.row.error or "").startswith("lab-error"), report
     # the failure is the relay's refusal (403 to peers in 198.18.0.0/15), not a broken lab:
     # read the relay's answers to the agents' CreatePermission/ChannelBind from the cell's
     # capture (run_cell keeps relay.pcap of a failed cell; UDP allocations only, TLS is opaque)
@@ -211,8 +214,8 @@ def test_seed_config_direct_cell_unaffected(impl: str, workdir: Path, certs: Lab
     conf = seed_config(workdir / f"seed-{impl}" / "turnserver.conf", impl, certs)
     result = run_seed_cell(impl, workdir, conf, "full-cone", True, "seed-verbatim-direct")
     report = cell_report(result)
-    assert result.row["expected"] == "direct", report
-    assert result.row["outcome"] == "direct", report
+    assert result.row.expected == "direct", report
+    assert result.row.outcome == "direct", report
 
 
 @pytest.mark.parametrize("impl", RELAY_IMPLS)
@@ -227,8 +230,8 @@ def test_seed_config_with_allowed_lab_internet_relays(
     )
     result = run_seed_cell(impl, workdir, conf, "symmetric", False, "seed-allowed")
     report = cell_report(result)
-    assert result.row["expected"] == "relay-udp", report
-    assert result.row["outcome"] == "relay-udp", report
+    assert result.row.expected == "relay-udp", report
+    assert result.row.outcome == "relay-udp", report
 
 
 def permission_answers(pcap: Path) -> dict[tuple[str, str, str], int]:

@@ -28,11 +28,12 @@ import pytest
 from cellrun import one_line, row_for, selected_specs, suite_dir, tidy
 
 from lab.certs import lab_certs
-from lab.expectations import expected_outcome
+from lab.expectations import CellIntent, expected_outcome
 from lab.matrix import MatrixRunner
 from lab.run import CellSpec
 from lab.session import lab_unavailable_reason
-from reports.schema import LADDER
+from reports.schema import ResultRow
+from reports.vocabulary import LADDER
 
 _UNAVAILABLE = lab_unavailable_reason()
 pytestmark = [
@@ -62,13 +63,15 @@ def _relay_param(spec: CellSpec, want: str, id_: str) -> Any:
 LADDER_CASES = [
     _relay_param(
         CellSpec(
+            CellIntent(
+                nat_a=NAT,
+                nat_b=NAT,
+                firewall_a=profile,
+                firewall_b=profile if placement == "both" else "open",
+                turn_transports=ALL_TURN,
+            ),
             scenario="ladder",
-            nat_a=NAT,
-            nat_b=NAT,
-            firewall_a=profile,
-            firewall_b=profile if placement == "both" else "open",
             relay_impl=relay,
-            turn_transports=ALL_TURN,
         ),
         PROFILE_RUNG[profile],
         f"{profile}-{placement}-{relay}",
@@ -85,22 +88,23 @@ RELAY_ONLY_CASES = [
     for case in (
         _relay_param(
             CellSpec(
+                CellIntent(
+                    firewall_a="udp-blocked",
+                    firewall_b="udp-blocked",
+                    ice_policy="relay",
+                    turn_transports=("tls",),
+                ),
                 scenario="relay-only",
-                firewall_a="udp-blocked",
-                firewall_b="udp-blocked",
                 relay_impl=relay,
-                ice_policy="relay",
-                turn_transports=("tls",),
             ),
             "relay-tls",
             f"tls443-udp-blocked-{relay}",
         ),
         _relay_param(
             CellSpec(
+                CellIntent(ice_policy="relay", turn_transports=ALL_TURN),
                 scenario="relay-only",
                 relay_impl=relay,
-                ice_policy="relay",
-                turn_transports=ALL_TURN,
             ),
             "relay-udp",
             f"all-transports-open-{relay}",
@@ -112,29 +116,29 @@ RELAY_ONLY_CASES = [
 # ---------------------------------------------------------------------- running the cells
 
 
-def _run_cells(specs: list[CellSpec], path: Path) -> list[dict[str, Any]]:
+def _run_cells(specs: list[CellSpec], path: Path) -> list[ResultRow]:
     lab_certs(path / "certs")  # once, before the cells start together
     return MatrixRunner(path, jobs=JOBS).run(specs)
 
 
-def _print_table(rows: list[dict[str, Any]], title: str) -> None:
+def _print_table(rows: list[ResultRow], title: str) -> None:
     print(f"\n{title}")
     head = f"{'relay':7} {'cell':46} {'expected':9} {'outcome':9} {'proto':5} {'dur_s':>6}  error"
     print(head)
     for r in rows:
-        cell = f"{r['scenario']} {r['firewall_a']}/{r['firewall_b']} {r['ice_policy']}"
-        cell += f" {r['turn_transports']}"
-        error = one_line(r.get("error"))[:90]
+        cell = f"{r.scenario} {r.firewall_a}/{r.firewall_b} {r.ice_policy}"
+        cell += f" {r.turn_transports}"
+        error = one_line(r.error)[:90]
         print(
-            f"{r['relay_impl']:7} {cell:46} {r['expected']!s:9} {r['outcome']!s:9} "
-            f"{r.get('relay_protocol')!s:5} {r['duration_s']:6.1f}  {error}"
+            f"{r.relay_impl:7} {cell:46} {r.expected!s:9} {r.outcome!s:9} "
+            f"{r.relay_protocol!s:5} {r.duration_s:6.1f}  {error}"
         )
 
 
 @pytest.fixture(scope="module")
 def ladder_run(
     request: pytest.FixtureRequest, record_rows: Any
-) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+) -> Iterator[tuple[Path, list[ResultRow]]]:
     workdir = suite_dir("ladder")
     specs = selected_specs(request)
     rows = _run_cells(specs, workdir)
@@ -144,30 +148,30 @@ def ladder_run(
     tidy(workdir)
 
 
-def _explain(spec: CellSpec, row: dict[str, Any], workdir: Path) -> str:
+def _explain(spec: CellSpec, row: ResultRow, workdir: Path) -> str:
     return (
-        f"{spec.name}: expected {row['expected']}, outcome {row['outcome']} "
-        f"(path {row.get('path')}, relay protocol {row.get('relay_protocol')}); "
-        f"error: {row.get('error')}; artifacts: {workdir / spec.name}"
+        f"{spec.name}: expected {row.expected}, outcome {row.outcome} "
+        f"(path {row.path}, relay protocol {row.relay_protocol}); "
+        f"error: {row.error}; artifacts: {workdir / spec.name}"
     )
 
 
-def _assert_rung(spec: CellSpec, want: str, run: tuple[Path, list[dict[str, Any]]]) -> None:
+def _assert_rung(spec: CellSpec, want: str, run: tuple[Path, list[ResultRow]]) -> None:
     workdir, rows = run
     # the prediction is the seed's ladder, not whatever the lab did
     assert expected_outcome(spec.intent) == want, f"{spec.name}: expectation drifted from seed"
     row = row_for(rows, spec)
-    assert row["expected"] == want
-    outcome = row["outcome"]
+    assert row.expected == want
+    outcome = row.outcome
     why = _explain(spec, row, workdir)
     assert LADDER.get(outcome, -1) >= LADDER[want], f"lower rung than the policy allows: {why}"
     assert outcome == want, f"higher rung than the policy allows: {why}"
-    assert not row.get("error"), why
+    assert not row.error, why
     if outcome.startswith("relay-"):
-        assert row["relay_protocol"] == outcome.removeprefix("relay-"), why
-        assert "relay" in (row.get("path") or ""), why
+        assert row.relay_protocol == outcome.removeprefix("relay-"), why
+        assert "relay" in (row.path or ""), why
     else:
-        assert row["local_type"] != "relay" and row["remote_type"] != "relay", why
+        assert row.local_type != "relay" and row.remote_type != "relay", why
 
 
 # ---------------------------------------------------------------------- tests
@@ -175,13 +179,13 @@ def _assert_rung(spec: CellSpec, want: str, run: tuple[Path, list[dict[str, Any]
 
 @pytest.mark.parametrize(("spec", "want"), LADDER_CASES)
 def test_ladder_highest_rung_the_policy_allows(
-    spec: CellSpec, want: str, ladder_run: tuple[Path, list[dict[str, Any]]]
+    spec: CellSpec, want: str, ladder_run: tuple[Path, list[ResultRow]]
 ) -> None:
     _assert_rung(spec, want, ladder_run)
 
 
 @pytest.mark.parametrize(("spec", "want"), RELAY_ONLY_CASES)
 def test_relay_only_policy(
-    spec: CellSpec, want: str, ladder_run: tuple[Path, list[dict[str, Any]]]
+    spec: CellSpec, want: str, ladder_run: tuple[Path, list[ResultRow]]
 ) -> None:
     _assert_rung(spec, want, ladder_run)

@@ -51,9 +51,11 @@ import pytest
 from cellrun import coturn_missing, one_line, selected_params, suite_dir, tidy
 
 from lab.certs import lab_certs
+from lab.expectations import CellIntent
 from lab.matrix import MatrixRunner
 from lab.run import CellSpec
 from lab.session import lab_unavailable_reason, leftovers
+from reports.schema import ResultRow
 
 _UNAVAILABLE = lab_unavailable_reason()
 pytestmark = [
@@ -93,9 +95,8 @@ def _chain(
     scenario = f"{fault}{tag}"
     return Chain(
         fault=CellSpec(
+            CellIntent(nat_a=nat, nat_b=nat),
             scenario=f"fault-{scenario}",
-            nat_a=nat,
-            nat_b=nat,
             relay_impl=relay,
             fault=fault,
             fault_after_s=after_s,
@@ -103,7 +104,9 @@ def _chain(
             throughput_mbps=stream_mbps,
         ),
         after=CellSpec(
-            scenario=f"after-{scenario}", nat_a="full-cone", nat_b="full-cone", relay_impl=relay
+            CellIntent(nat_a="full-cone", nat_b="full-cone"),
+            scenario=f"after-{scenario}",
+            relay_impl=relay,
         ),
     )
 
@@ -158,7 +161,7 @@ AGENT_ERRORS = {
 class FaultRun:
     workdir: Path
     names: dict[Chain, str]  # test ids
-    rows: dict[Chain, tuple[dict[str, Any], dict[str, Any]]]  # (fault row, next row)
+    rows: dict[Chain, tuple[ResultRow, ResultRow]]  # (fault row, next row)
     owner: str
     elapsed_s: float
 
@@ -176,11 +179,11 @@ def _print_table(run: FaultRun) -> None:
     for chain, pair in run.rows.items():
         name = run.names[chain]
         for r in pair:
-            mbps = r.get("throughput_mbps")
+            mbps = r.throughput_mbps
             shown = f"{mbps:6.2f}" if isinstance(mbps, int | float) else f"{'-':>6}"
             print(
-                f"{name:26} {r['scenario']:22} {r['expected']!s:9} {r['outcome']!s:9} {shown} "
-                f"{r['duration_s']:6.1f}  {one_line(r.get('error'))[:100]}"
+                f"{name:26} {r.scenario:22} {r.expected!s:9} {r.outcome!s:9} {shown} "
+                f"{r.duration_s:6.1f}  {one_line(r.error)[:100]}"
             )
 
 
@@ -194,7 +197,7 @@ def fault_run(
     chains = _selected_chains(request)
     owner = secrets.token_hex(6)
 
-    def one(chain: Chain) -> tuple[dict[str, Any], dict[str, Any]]:
+    def one(chain: Chain) -> tuple[ResultRow, ResultRow]:
         fault_row, next_row = MatrixRunner(workdir, jobs=1).run([chain.fault, chain.after])
         return fault_row, next_row
 
@@ -220,10 +223,10 @@ def _artifacts(run: FaultRun, spec: CellSpec) -> Path:
     return run.workdir / spec.name
 
 
-def _explain(run: FaultRun, spec: CellSpec, row: dict[str, Any]) -> str:
+def _explain(run: FaultRun, spec: CellSpec, row: ResultRow) -> str:
     return (
-        f"{spec.name}: expected {row['expected']}, outcome {row['outcome']}, "
-        f"duration {row['duration_s']} s; error: {row.get('error')}; "
+        f"{spec.name}: expected {row.expected}, outcome {row.outcome}, "
+        f"duration {row.duration_s} s; error: {row.error}; "
         f"artifacts: {_artifacts(run, spec)}"
     )
 
@@ -264,18 +267,18 @@ def test_fault_ends_in_time_and_next_cell_connects(chain: Chain, fault_run: Faul
     fault_row, next_row = fault_run.rows[chain]
     spec = chain.fault
     why = _explain(fault_run, spec, fault_row)
-    error = fault_row.get("error") or ""
+    error = fault_row.error or ""
     # what failed: the injected fault, and the agents' own errors (the kill landed mid-run)
     assert error.startswith(f"fault injected: {spec.fault} at {spec.fault_after_s}s"), why
     for pattern in AGENT_ERRORS[spec.fault]:
         assert pattern.search(error), f"no agent error {pattern.pattern!r}: {why}"
-    assert fault_row["outcome"] == "fail", why
-    assert fault_row["duration_s"] < spec.agent_timeout + LAB_OVERHEAD_S, f"too slow: {why}"
+    assert fault_row.outcome == "fail", why
+    assert fault_row.duration_s < spec.agent_timeout + LAB_OVERHEAD_S, f"too slow: {why}"
     # the next cell is not hurt by what the fault left behind
     after = chain.after
     why_next = _explain(fault_run, after, next_row)
-    assert next_row["outcome"] == next_row["expected"] == "direct", why_next
-    assert not next_row.get("error"), why_next
+    assert next_row.outcome == next_row.expected == "direct", why_next
+    assert not next_row.error, why_next
 
 
 def test_failed_cells_keep_their_evidence(fault_run: FaultRun) -> None:

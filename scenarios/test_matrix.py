@@ -17,6 +17,7 @@ import pytest
 
 from lab.matrix import MATRIX_NATS, MatrixRunner, default_matrix
 from lab.run import CellSpec
+from reports.schema import ResultRow
 
 pytestmark = pytest.mark.lab
 
@@ -38,22 +39,22 @@ def matrix_rows(
         table[(cell.relay_impl, cell.scenario, cell.nat_a, cell.nat_b)] = (cell, row)
     print()
     for (relay, scenario, a, b), (_, row) in sorted(table.items()):
-        mark = "ok " if row["outcome"] == row["expected"] else "XX "
+        mark = "ok " if row.outcome == row.expected else "XX "
         print(
-            f"{mark}{relay:7} {scenario:12} {a:>21} x {b:<21} expected {row['expected']:<10} "
-            f"observed {row['outcome']} {row.get('path') or ''}"
+            f"{mark}{relay:7} {scenario:12} {a:>21} x {b:<21} expected {row.expected:<10} "
+            f"observed {row.outcome} {row.path or ''}"
         )
     return table
 
 
-def _explain(cell: CellSpec, row: dict[str, Any], workdir: Path) -> str:
+def _explain(cell: CellSpec, row: ResultRow, workdir: Path) -> str:
     """The failure message: the row, then the evidence DESIGN.md asks lab failures to print
     (agent logs, each router's `nft list ruleset` and `conntrack -L`)."""
     artifacts = workdir / "matrix" / cell.name
     text = (
-        f"{cell.name}: expected {row['expected']}, observed {row['outcome']} "
-        f"(path {row.get('path')}, NATs observed {row.get('nat_a_observed')} / "
-        f"{row.get('nat_b_observed')}); error: {row.get('error')}; artifacts: {artifacts}"
+        f"{cell.name}: expected {row.expected}, observed {row.outcome} "
+        f"(path {row.path}, NATs observed {row.nat_a_observed} / "
+        f"{row.nat_b_observed}); error: {row.error}; artifacts: {artifacts}"
     )
     for name, limit in (
         ("agent-a.log", 3000),
@@ -82,13 +83,13 @@ def test_matrix_cell_outcome_matches_design(
     if relay == "coturn" and shutil.which("turnserver") is None:
         pytest.skip("coturn's turnserver is not installed")
     cell, row = matrix_rows[(relay, f"matrix-{mode}", nat_a, nat_b)]
-    error = str(row.get("error") or "")
+    error = str(row.error or "")
     assert not error.startswith("lab-error"), _explain(cell, row, scenario_workdir)
-    assert row["outcome"] == row["expected"], _explain(cell, row, scenario_workdir)
-    if row["expected"] == "direct":
-        assert row["local_type"] != "relay" and row["remote_type"] != "relay", row
+    assert row.outcome == row.expected, _explain(cell, row, scenario_workdir)
+    if row.expected == "direct":
+        assert row.local_type != "relay" and row.remote_type != "relay", row
     elif mode == "turn":
-        assert row["relay_protocol"] == "udp", _explain(cell, row, scenario_workdir)
+        assert row.relay_protocol == "udp", _explain(cell, row, scenario_workdir)
 
 
 def test_matrix_every_nat_was_verified(matrix_rows: dict[tuple[str, ...], Any]) -> None:
@@ -101,5 +102,5 @@ def test_matrix_every_nat_was_verified(matrix_rows: dict[tuple[str, ...], Any]) 
         "symmetric": "APDM/APDF",
     }
     for (_, _, nat_a, nat_b), (_, row) in matrix_rows.items():
-        assert row["nat_a_observed"] == expected[nat_a], row
-        assert row["nat_b_observed"] == expected[nat_b], row
+        assert row.nat_a_observed == expected[nat_a], row
+        assert row.nat_b_observed == expected[nat_b], row

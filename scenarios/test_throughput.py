@@ -39,9 +39,11 @@ import pytest
 from cellrun import one_line, row_for, selected_specs, suite_dir, tidy
 
 from lab.certs import lab_certs
+from lab.expectations import CellIntent
 from lab.matrix import MatrixRunner
 from lab.run import CellSpec
 from lab.session import lab_unavailable_reason
+from reports.schema import ResultRow
 
 _UNAVAILABLE = lab_unavailable_reason()
 pytestmark = [
@@ -59,11 +61,13 @@ UNCAPPED_RATE_MBPS = 100.0  # information only: above the agent's ceiling
 
 def _cell(scenario: str, path: str, relay: str, rate: float, cap: float | None) -> CellSpec:
     return CellSpec(
+        CellIntent(
+            nat_a="full-cone",
+            nat_b="full-cone",
+            ice_policy="all" if path == "direct" else "relay",
+        ),
         scenario=scenario,
-        nat_a="full-cone",
-        nat_b="full-cone",
         relay_impl=relay,
-        ice_policy="all" if path == "direct" else "relay",
         throughput_mbps=rate,
         bandwidth_cap_mbps=cap,
     )
@@ -100,23 +104,23 @@ UNCAPPED = [
 # ---------------------------------------------------------------------- running the cells
 
 
-def _print_table(rows: list[dict[str, Any]], title: str) -> None:
+def _print_table(rows: list[ResultRow], title: str) -> None:
     print(f"\n{title}")
     print(f"{'cell':22} {'relay':7} {'expected':9} {'outcome':9} {'Mbit/s':>7} {'dur_s':>6}  error")
     for r in rows:
-        mbps = r.get("throughput_mbps")
+        mbps = r.throughput_mbps
         shown = f"{mbps:7.2f}" if isinstance(mbps, int | float) else f"{'NA':>7}"
-        cell = f"{r['scenario'].removeprefix('throughput-')} {r['ice_policy']}"
+        cell = f"{r.scenario.removeprefix('throughput-')} {r.ice_policy}"
         print(
-            f"{cell:22} {r['relay_impl']:7} {r['expected']!s:9} {r['outcome']!s:9} {shown} "
-            f"{r['duration_s']:6.1f}  {one_line(r.get('error'))[:90]}"
+            f"{cell:22} {r.relay_impl:7} {r.expected!s:9} {r.outcome!s:9} {shown} "
+            f"{r.duration_s:6.1f}  {one_line(r.error)[:90]}"
         )
 
 
 @pytest.fixture(scope="module")
 def throughput_run(
     request: pytest.FixtureRequest, record_rows: Any
-) -> Iterator[tuple[Path, list[dict[str, Any]]]]:
+) -> Iterator[tuple[Path, list[ResultRow]]]:
     workdir = suite_dir("throughput")
     lab_certs(workdir / "certs")
     rows = MatrixRunner(workdir, jobs=JOBS).run(selected_specs(request))
@@ -126,18 +130,16 @@ def throughput_run(
     tidy(workdir)
 
 
-def _connected_row(
-    spec: CellSpec, run: tuple[Path, list[dict[str, Any]]]
-) -> tuple[dict[str, Any], str]:
+def _connected_row(spec: CellSpec, run: tuple[Path, list[ResultRow]]) -> tuple[ResultRow, str]:
     workdir, rows = run
     row = row_for(rows, spec)
     why = (
-        f"{spec.name}: expected {row['expected']}, outcome {row['outcome']}, "
-        f"throughput {row.get('throughput_mbps')} Mbit/s; error: {row.get('error')}; "
+        f"{spec.name}: expected {row.expected}, outcome {row.outcome}, "
+        f"throughput {row.throughput_mbps} Mbit/s; error: {row.error}; "
         f"artifacts: {workdir / spec.name}"
     )
-    assert row["outcome"] == row["expected"] and not row.get("error"), why
-    assert isinstance(row.get("throughput_mbps"), int | float), why
+    assert row.outcome == row.expected and not row.error, why
+    assert isinstance(row.throughput_mbps, int | float), why
     return row, why
 
 
@@ -146,25 +148,25 @@ def _connected_row(
 
 @pytest.mark.parametrize("spec", CAPPED)
 def test_throughput_reaches_the_cap(
-    spec: CellSpec, throughput_run: tuple[Path, list[dict[str, Any]]]
+    spec: CellSpec, throughput_run: tuple[Path, list[ResultRow]]
 ) -> None:
     row, why = _connected_row(spec, throughput_run)
-    assert row["throughput_mbps"] >= MIN_SHARE * CAP_MBPS, why
-    assert row["throughput_mbps"] <= OVER_CAP_TOLERANCE * CAP_MBPS, why
+    assert row.throughput_mbps >= MIN_SHARE * CAP_MBPS, why
+    assert row.throughput_mbps <= OVER_CAP_TOLERANCE * CAP_MBPS, why
 
 
 @pytest.mark.parametrize("spec", OVER_CAP)
 def test_throughput_cap_holds_when_sending_above_it(
-    spec: CellSpec, throughput_run: tuple[Path, list[dict[str, Any]]]
+    spec: CellSpec, throughput_run: tuple[Path, list[ResultRow]]
 ) -> None:
     row, why = _connected_row(spec, throughput_run)
-    assert row["throughput_mbps"] <= OVER_CAP_TOLERANCE * CAP_MBPS, f"cap not applied: {why}"
-    assert row["throughput_mbps"] >= MIN_SHARE * CAP_MBPS, why
+    assert row.throughput_mbps <= OVER_CAP_TOLERANCE * CAP_MBPS, f"cap not applied: {why}"
+    assert row.throughput_mbps >= MIN_SHARE * CAP_MBPS, why
 
 
 @pytest.mark.parametrize("spec", UNCAPPED)
 def test_throughput_uncapped_for_information(
-    spec: CellSpec, throughput_run: tuple[Path, list[dict[str, Any]]]
+    spec: CellSpec, throughput_run: tuple[Path, list[ResultRow]]
 ) -> None:
     """Not a requirement: the figure is in the printed table; only the call must connect."""
     _connected_row(spec, throughput_run)

@@ -19,8 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-OUTCOMES = ("direct", "relay-udp", "relay-tcp", "relay-tls", "relay-remote", "fail")
-RELAY_PROTOCOLS = ("udp", "tcp", "tls")
+from reports.vocabulary import RELAY_PROTOCOLS, RELAY_REMOTE, Outcome, relay_outcome
+
 DIRECT_TYPES = frozenset({"host", "srflx", "prflx"})
 CANDIDATE_KINDS = ("host", "srflx", "relay-udp", "relay-tcp", "relay-tls")
 
@@ -54,18 +54,18 @@ def classify_outcome(
 ) -> str:
     """This side's outcome from the nominated pair's candidate types (None: not connected)."""
     if local_type is None or remote_type is None:
-        return "fail"
+        return Outcome.FAIL
     if local_type == "relay":
         if relay_protocol not in RELAY_PROTOCOLS:
             raise ValueError(f"relay candidate with unknown TURN transport {relay_protocol!r}")
-        return f"relay-{relay_protocol}"
+        return relay_outcome(relay_protocol)
     if local_type not in DIRECT_TYPES:
         raise ValueError(f"unknown local candidate type {local_type!r}")
     if remote_type == "relay":
-        return "relay-remote"
+        return RELAY_REMOTE
     if remote_type not in DIRECT_TYPES:
         raise ValueError(f"unknown remote candidate type {remote_type!r}")
-    return "direct"
+    return Outcome.DIRECT
 
 
 def candidate_kind(candidate_type: str, relay_protocol: str | None) -> str:
@@ -117,7 +117,7 @@ class AgentResult:
     peer: str
     role: str
     started_at: str
-    outcome: str = "fail"
+    outcome: str = Outcome.FAIL
     local_type: str | None = None
     remote_type: str | None = None
     relay_protocol: str | None = None

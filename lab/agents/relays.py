@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lab.topologies.addressing import RELAY_IPS
+from reports.vocabulary import RELAY_IMPLS, RelayImpl
 
 if TYPE_CHECKING:
     from lab.session import LabNetwork
 
-RELAY_IMPLS = ("inrepo", "coturn")
 READY_TIMEOUT = 10.0
 
 # A tiny STUN Binding check run inside the relay host: exit 0 when the server answers.
@@ -42,7 +42,7 @@ sys.exit(1)
 
 @dataclass(frozen=True)
 class RelaySpec:
-    impl: str = "inrepo"
+    impl: str = RelayImpl.INREPO
     listening_ips: tuple[str, ...] = RELAY_IPS
     port: int = 3478
     tls_port: int = 443
@@ -65,7 +65,7 @@ class RelaySpec:
 
 
 def relay_command(spec: RelaySpec, log_file: Path) -> list[str]:
-    if spec.impl == "inrepo":
+    if spec.impl == RelayImpl.INREPO:
         argv = [sys.executable, "-m", "relay", "--log-file", str(log_file)]
     else:
         binary = shutil.which("turnserver") or "turnserver"
@@ -76,7 +76,7 @@ def relay_command(spec: RelaySpec, log_file: Path) -> list[str]:
     if spec.config_file:
         # the file as written; only what a lab cell needs on top of it comes as flags
         argv += ["-c", spec.config_file]
-        if spec.impl == "inrepo" and spec.udp_443:
+        if spec.impl == RelayImpl.INREPO and spec.udp_443:
             argv += ["--extra-udp-port", str(spec.tls_port)]
         argv += [f"--denied-peer-ip={ip}" for ip in spec.denied_peer_ips]
         argv += [f"--allowed-peer-ip={ip}" for ip in spec.allowed_peer_ips]
@@ -87,7 +87,7 @@ def relay_command(spec: RelaySpec, log_file: Path) -> list[str]:
     for ip in spec.listening_ips:
         argv += ["-L", ip]
     argv += ["-E", spec.listening_ips[0]]
-    if spec.impl == "inrepo":
+    if spec.impl == RelayImpl.INREPO:
         if spec.rfc5780 and len(spec.listening_ips) > 1:
             argv.append("--rfc5780")
         if spec.udp_443:

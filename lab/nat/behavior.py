@@ -69,11 +69,7 @@ class NatBehavior:
 
     @property
     def label(self) -> str:
-        short = {Mapping.EIM: "EIM", Mapping.ADM: "ADM", Mapping.APDM: "APDM"}[self.mapping]
-        fshort = {Filtering.EIF: "EIF", Filtering.ADF: "ADF", Filtering.APDF: "APDF"}[
-            self.filtering
-        ]
-        return f"{short}/{fshort}/{self.port_allocation.value}"
+        return f"{self.mapping.name}/{self.filtering.name}/{self.port_allocation.value}"
 
 
 @dataclass(frozen=True)
@@ -130,6 +126,34 @@ PRESETS: dict[str, NatPreset] = {
         ),
     )
 }
+
+
+def short_form(mapping: str, filtering: str) -> str:
+    """ "EIM/APDF" from RFC 4787 long names ("endpoint-independent", ...); a value that is
+    not an RFC 4787 behaviour (a probe's "NA", say) is kept as it is."""
+    m = next((x.name for x in Mapping if x.value == mapping), mapping)
+    f = next((x.name for x in Filtering if x.value == filtering), filtering)
+    return f"{m}/{f}"
+
+
+_STRICTNESS = [m.value for m in Mapping]  # the same three words order Filtering too
+
+
+def declared(name: str) -> tuple[str, str]:
+    """The mapping and filtering (RFC 4787 long names) that a probe from the innermost LAN
+    of preset ``name`` must observe. ``open`` behaves as endpoint-independent in both
+    respects; for stacked layers (``cgnat``) the stricter layer shows through."""
+    layers = preset(name).layers
+    if not layers:
+        return Mapping.EIM.value, Filtering.EIF.value
+    mapping = max((b.mapping.value for b in layers), key=_STRICTNESS.index)
+    filtering = max((b.filtering.value for b in layers), key=_STRICTNESS.index)
+    return mapping, filtering
+
+
+def declared_short(name: str) -> str:
+    """``declared`` in short form, e.g. "APDM/APDF" for ``symmetric``."""
+    return short_form(*declared(name))
 
 
 def preset(name: str) -> NatPreset:

@@ -18,7 +18,7 @@ from lab.nat.netns import netns_supported
 def _quick(tmp_path: Path, topology: str) -> RelayBenchConfig:
     return RelayBenchConfig.quick(
         topology=topology,
-        relays=("ours",),
+        relays=("inrepo",),
         duration=0.3,
         search_duration=0.2,
         alloc_clients=50,
@@ -30,14 +30,15 @@ def _quick(tmp_path: Path, topology: str) -> RelayBenchConfig:
 def _check(table, trials) -> None:  # type: ignore[no-untyped-def]
     rows = {row["figure"]: row for row in table.to_dict("records")}
     pps = rows["ChannelData 1200 B, 1 thread: relayed pps (full blast)"]
-    assert pps["ours"] > 0 and pps["direct"] > 0
-    assert 0 < pps["ours/direct"] < 2
+    assert pps["inrepo"] > 0 and pps["direct"] > 0
+    assert 0 < pps["inrepo/direct"] < 2
     assert math.isnan(pps["coturn"])  # not measured in this run
-    assert rows["Send indication 1200 B, 1 thread: relayed pps (full blast)"]["ours"] > 0
-    assert rows["100 allocations held: succeeded"]["ours"] == 100
-    assert rows["held allocations: file descriptors per allocation"]["ours"] >= 1
-    assert rows["Allocate (401 + authenticated), 1 thread; direct = generator ceiling"]["ours"] > 0
-    assert set(trials["target"]) == {"ours", "direct"}
+    assert rows["Send indication 1200 B, 1 thread: relayed pps (full blast)"]["inrepo"] > 0
+    assert rows["100 allocations held: succeeded"]["inrepo"] == 100
+    assert rows["held allocations: file descriptors per allocation"]["inrepo"] >= 1
+    allocate = "Allocate (401 + authenticated), 1 thread; direct = generator ceiling"
+    assert rows[allocate]["inrepo"] > 0
+    assert set(trials["target"]) == {"inrepo", "direct"}
     assert (trials["sent"] > 0).all()
 
 
@@ -58,7 +59,7 @@ def test_bench_relay_quick_netns(tmp_path: Path) -> None:
 
 def test_bench_relay_same_flags_for_both_relays(tmp_path: Path) -> None:
     hosts = Hosts(relay_port=3478, sink_port=5000)
-    ours = relay_argv("ours", hosts, 1, tmp_path / "log")
+    ours = relay_argv("inrepo", hosts, 1, tmp_path / "log")
     coturn = relay_argv("coturn", hosts, 1, tmp_path / "log")
     common = ours[ours.index("-n") :]
     assert coturn[1 : 1 + len(common)] == common
@@ -67,9 +68,9 @@ def test_bench_relay_same_flags_for_both_relays(tmp_path: Path) -> None:
 
 
 def test_bench_cli_quick_config() -> None:
-    args = build_parser().parse_args(["--quick", "--topology", "loopback", "--relays", "ours"])
+    args = build_parser().parse_args(["--quick", "--topology", "loopback", "--relays", "inrepo"])
     cfg = relay_config(args)
-    assert cfg.topology == "loopback" and cfg.relays == ("ours",) and cfg.repeat == 1
+    assert cfg.topology == "loopback" and cfg.relays == ("inrepo",) and cfg.repeat == 1
     args = build_parser().parse_args(["--sizes", "100,1200", "--relay-repeat", "5"])
     cfg = relay_config(args)
     assert cfg.sizes == (100, 1200) and cfg.repeat == 5

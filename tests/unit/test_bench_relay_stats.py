@@ -96,10 +96,10 @@ def test_load_bound_flags_figures_near_the_ceiling() -> None:
 def test_build_table_medians_per_round_ratios_and_flags() -> None:
     data = Measurements()
     for round_, (ours, coturn, direct) in enumerate([(10, 20, 100), (12, 30, 100), (11, 95, 100)]):
-        data.add("pps", "ours", round_, ours)
+        data.add("pps", "inrepo", round_, ours)
         data.add("pps", "coturn", round_, coturn)
         data.add("pps", "direct", round_, direct)
-    data.add("rss", "ours", 0, 1.5)
+    data.add("rss", "inrepo", 0, 1.5)
     data.add("rss", "coturn", 0, 3.0)
     data.note("rss", "one run")
     figures = [
@@ -110,15 +110,15 @@ def test_build_table_medians_per_round_ratios_and_flags() -> None:
     table = build_table(figures, data)
     assert list(table["figure"]) == ["relayed pps", "RSS per allocation"]
     pps = table.iloc[0]
-    assert (pps["ours"], pps["coturn"], pps["direct"]) == (11, 30, 100)
+    assert (pps["inrepo"], pps["coturn"], pps["direct"]) == (11, 30, 100)
     # the median of per-round ratios (0.5, 0.4, 0.1158), not 11/30
-    assert math.isclose(pps["ours/coturn"], 0.4)
-    assert math.isclose(pps["ours/direct"], 0.11)
+    assert math.isclose(pps["inrepo/coturn"], 0.4)
+    assert math.isclose(pps["inrepo/direct"], 0.11)
     assert pps["runs"] == 3
     assert pps["note"] == ""  # coturn's median (30) is far from the ceiling
     rss = table.iloc[1]
-    assert rss["ours/coturn"] == 0.5
-    assert math.isnan(rss["ours/direct"]) and math.isnan(rss["direct"])
+    assert rss["inrepo/coturn"] == 0.5
+    assert math.isnan(rss["inrepo/direct"]) and math.isnan(rss["direct"])
     assert rss["note"] == "one run"
     text = format_table(table)
     assert "NA" in text and "relayed pps" in text
@@ -126,7 +126,7 @@ def test_build_table_medians_per_round_ratios_and_flags() -> None:
 
 def test_build_table_flags_a_relay_at_the_generator_ceiling() -> None:
     data = Measurements()
-    data.add("pps", "ours", 0, 50)
+    data.add("pps", "inrepo", 0, 50)
     data.add("pps", "coturn", 0, 98)
     data.add("pps", "direct", 0, 100)
     (row,) = build_table([Figure("pps", "relayed pps", "pkt/s")], data).to_dict("records")
