@@ -55,6 +55,7 @@ import aioice.ice
 from aioice import stun
 from aioice.candidate import Candidate, candidate_foundation
 
+from lab.agents import messages as msg
 from lab.agents.agent_result import (
     AgentResult,
     candidate_kind,
@@ -62,6 +63,18 @@ from lab.agents.agent_result import (
     median_ms,
     relay_candidate_priority,
     throughput_mbps,
+)
+from lab.agents.messages import (
+    Bye,
+    Connected,
+    Description,
+    Done,
+    Join,
+    Kind,
+    ThroughputEnd,
+    ThroughputPlan,
+    ThroughputResult,
+    ThroughputStart,
 )
 from lab.agents.signaling import SignalingClient, SignalingError, parse_hostport
 from relay.turn.auth import rest_password
@@ -556,7 +569,7 @@ class Agent:
         log.warning("%s: deadline reached", what)
         raise AgentAbort("timeout")
 
-    async def _send(self, message: dict[str, Any]) -> None:
+    async def _send(self, message: msg.Message) -> None:
         assert self.sig is not None
         try:
             await self._until(self.sig.send(message), f"sending {message['type']}")
@@ -577,13 +590,13 @@ class Agent:
         await self._connect()
         self.data = DataPlane(self.conn)
         await self._send(
-            {
-                "type": "connected",
-                "peer": cfg.peer,
-                "outcome": self.result.outcome,
-                "local": self.result.local_candidate,
-                "remote": self.result.remote_candidate,
-            }
+            Connected(
+                type="connected",
+                peer=cfg.peer,
+                outcome=self.result.outcome,
+                local=self.result.local_candidate,
+                remote=self.result.remote_candidate,
+            )
         )
         await self._until(self._peer_connected.wait(), "waiting for the peer to connect")
         await self._exchange()
@@ -592,12 +605,12 @@ class Agent:
         elif not cfg.controlling and remote.get("throughput"):
             await self._throughput_receive()
         await self._send(
-            {
-                "type": "done",
-                "peer": cfg.peer,
-                "rtt_ms": self.result.rtt_ms,
-                "throughput_mbps": self.result.throughput_mbps,
-            }
+            Done(
+                type="done",
+                peer=cfg.peer,
+                rtt_ms=self.result.rtt_ms,
+                throughput_mbps=self.result.throughput_mbps,
+            )
         )
         log.info("done; waiting for the peer's done")
         await self._until(self._peer_done.wait(), "waiting for the peer's done")
@@ -633,11 +646,11 @@ class Agent:
             log.error("cannot reach signaling %s:%d: %r", *cfg.signaling, last_error)
             raise AgentAbort("signaling-failed")
         try:
-            await self.sig.send({"type": "join", "room": cfg.room, "peer": cfg.peer})
+            await self.sig.send(Join(type="join", room=cfg.room, peer=cfg.peer))
         except SignalingError as err:
             raise AgentAbort("signaling-failed") from err
         reply = await self._until(self.sig.messages.get(), "joining the room")
-        if reply.get("type") != "joined":
+        if reply.get("type") != Kind.JOINED:
             log.error("join refused: %s", reply)
             raise AgentAbort("signaling-failed")
         log.info("joined room %r as %r; present: %s", cfg.room, cfg.peer, reply.get("peers"))
@@ -648,36 +661,36 @@ class Agent:
         while True:
             message = await self.sig.messages.get()
             kind = message.get("type")
-            if kind in ("offer", "answer"):
+            if kind in (Kind.OFFER, Kind.ANSWER):
                 if not self._remote_description.done():
                     self._remote_description.set_result(message)
-            elif kind == "connected":
+            elif kind == Kind.CONNECTED:
                 log.info("peer connected: %s -> %s", message.get("local"), message.get("remote"))
                 self._peer_connected.set()
-            elif kind == "done":
+            elif kind == Kind.DONE:
                 self._peer_done.set()
-            elif kind == "throughput-start":
+            elif kind == Kind.THROUGHPUT_START:
                 log.info("peer starts sending at %s Mbit/s", message.get("mbps"))
-            elif kind == "throughput-end":
+            elif kind == Kind.THROUGHPUT_END:
                 if not self._bulk_end.done():
                     self._bulk_end.set_result(message)
-            elif kind == "throughput-result":
+            elif kind == Kind.THROUGHPUT_RESULT:
                 if not self._bulk_result.done():
                     self._bulk_result.set_result(message)
-            elif kind == "peer-joined":
+            elif kind == Kind.PEER_JOINED:
                 log.info("peer %r joined", message.get("peer"))
-            elif kind == "bye":
+            elif kind == Kind.BYE:
                 reason = str(message.get("reason") or "left")
                 log.warning("peer says bye: %s", reason)
                 self.abort(f"peer-{reason}")
-            elif kind == "peer-left":
+            elif kind == Kind.PEER_LEFT:
                 if not self._peer_done.is_set():
                     log.warning("peer left the room")
                     self.abort("peer-left")
-            elif kind == "error":
+            elif kind == Kind.ERROR:
                 log.error("signaling error: %s", message)
                 self.abort("signaling-failed")
-            elif kind == "_closed":
+            elif kind == Kind.CLOSED:
                 if not self._peer_done.is_set():
                     log.error("signaling connection lost")
                     self.abort("signaling-failed")
@@ -739,24 +752,24 @@ class Agent:
             await self._bye("gather-failed")
             raise AgentAbort("gather-failed")
 
-    def _description(self) -> dict[str, Any]:
+    def _description(self) -> Description:
         cfg = self.cfg
         assert self.conn is not None
         plan = None
         if cfg.controlling and cfg.throughput_mbps:
-            plan = {"mbps": cfg.throughput_mbps, "seconds": cfg.throughput_seconds}
-        return {
-            "type": "offer" if cfg.controlling else "answer",
-            "peer": cfg.peer,
-            "role": cfg.role,
-            "ufrag": self.conn.local_username,
-            "pwd": self.conn.local_password,
-            "candidates": [
-                {"sdp": c.to_sdp(), "relay_protocol": self.conn.relay_protocol_of(c)}
+            plan = ThroughputPlan(mbps=cfg.throughput_mbps, seconds=cfg.throughput_seconds)
+        return Description(
+            type="offer" if cfg.controlling else "answer",
+            peer=cfg.peer,
+            role=cfg.role,
+            ufrag=self.conn.local_username,
+            pwd=self.conn.local_password,
+            candidates=[
+                msg.Candidate(sdp=c.to_sdp(), relay_protocol=self.conn.relay_protocol_of(c))
                 for c in self.conn.local_candidates
             ],
-            "throughput": plan,
-        }
+            throughput=plan,
+        )
 
     async def _apply_remote(self, remote: dict[str, Any]) -> None:
         assert self.conn is not None
@@ -834,7 +847,7 @@ class Agent:
         assert self.conn is not None and self.cfg.throughput_mbps is not None
         mbps = self.cfg.throughput_mbps
         seconds = self.cfg.throughput_seconds or 0.0
-        await self._send({"type": "throughput-start", "mbps": mbps, "seconds": seconds})
+        await self._send(ThroughputStart(type="throughput-start", mbps=mbps, seconds=seconds))
         per_second = mbps * 1e6 / 8 / DATAGRAM_SIZE
         total = max(1, int(per_second * seconds))
         packet = bytearray(DATAGRAM_SIZE)
@@ -861,12 +874,12 @@ class Agent:
             raise AgentAbort("throughput-failed") from err
         log.info("sent %d datagrams of %d bytes in %.3f s", sent, DATAGRAM_SIZE, duration)
         await self._send(
-            {
-                "type": "throughput-end",
-                "packets": sent,
-                "bytes": sent * DATAGRAM_SIZE,
-                "duration_s": duration,
-            }
+            ThroughputEnd(
+                type="throughput-end",
+                packets=sent,
+                bytes=sent * DATAGRAM_SIZE,
+                duration_s=duration,
+            )
         )
         answer = await self._until(self._bulk_result, "waiting for the throughput result")
         value = answer.get("mbps")
@@ -895,12 +908,12 @@ class Agent:
             mbps,
         )
         await self._send(
-            {
-                "type": "throughput-result",
-                "mbps": mbps,
-                "bytes": self.data.bulk_bytes,
-                "packets": self.data.bulk_packets,
-            }
+            ThroughputResult(
+                type="throughput-result",
+                mbps=mbps,
+                bytes=self.data.bulk_bytes,
+                packets=self.data.bulk_packets,
+            )
         )
 
     async def _bye(self, reason: str) -> None:
@@ -909,7 +922,7 @@ class Agent:
         self._bye_sent = True
         left = self.hard_deadline - time.monotonic() - 0.1
         with contextlib.suppress(Exception):
-            bye = {"type": "bye", "reason": reason}
+            bye = Bye(type="bye", reason=reason)
             await asyncio.wait_for(self.sig.send(bye), max(0.05, min(0.5, left)))
 
     async def shutdown(self) -> None:

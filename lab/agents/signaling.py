@@ -34,9 +34,11 @@ import ssl
 import sys
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from lab.agents.messages import Error, Joined, Kind, Message, PeerJoined, PeerLeft
 
 log = logging.getLogger("natlab.signaling")
 
@@ -71,7 +73,7 @@ def parse_hostport(text: str, default_port: int = DEFAULT_PORT) -> tuple[str, in
     return host, port
 
 
-def encode(message: dict[str, Any]) -> bytes:
+def encode(message: Mapping[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":")).encode("utf-8") + b"\n"
 
 
@@ -218,7 +220,7 @@ class SignalingServer:
                 self._count("bad_messages")
                 await client.send(encode(_error("bad-message", str(err))))
                 continue
-            if message["type"] == "join":
+            if message["type"] == Kind.JOIN:
                 await self._join(client, message)
             else:
                 await self._forward(client, line)
@@ -250,11 +252,11 @@ class SignalingServer:
         client.room, client.peer = room_name, peer
         log.info("%s: joined room %r as %r", client.name, room_name, peer)
         await client.send(
-            encode({"type": "joined", "room": room_name, "peer": peer, "peers": list(room.peers)})
+            encode(Joined(type="joined", room=room_name, peer=peer, peers=list(room.peers)))
         )
         for other_name, other in list(room.peers.items()):
             if other is not client:
-                await other.send(encode({"type": "peer-joined", "peer": peer}))
+                await other.send(encode(PeerJoined(type="peer-joined", peer=peer)))
                 log.info("room %r: %r and %r present", room_name, other_name, peer)
         # deliver what the other peer sent while this one was absent
         while room.pending and room.peers.get(peer) is client:
@@ -293,12 +295,12 @@ class SignalingServer:
             del self.rooms[client_room]
             return
         for other in list(room.peers.values()):
-            await other.send(encode({"type": "peer-left", "peer": client_peer}))
+            await other.send(encode(PeerLeft(type="peer-left", peer=client_peer)))
         log.info("room %r: %r left", client_room, client_peer)
 
 
-def _error(reason: str, detail: str | None = None) -> dict[str, Any]:
-    message: dict[str, Any] = {"type": "error", "error": reason}
+def _error(reason: str, detail: str | None = None) -> Error:
+    message = Error(type="error", error=reason)
     if detail is not None:
         message["detail"] = detail
     return message
@@ -357,9 +359,9 @@ class SignalingClient:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError) as err:
             log.debug("signaling: reader ended: %r", err)
         finally:
-            self.messages.put_nowait({"type": "_closed"})
+            self.messages.put_nowait({"type": Kind.CLOSED})
 
-    async def send(self, message: dict[str, Any], timeout: float = 5.0) -> None:
+    async def send(self, message: Message | Mapping[str, Any], timeout: float = 5.0) -> None:
         data = encode(message)
         if len(data) > MAX_MESSAGE_BYTES:
             raise SignalingError(f"message of {len(data)} bytes is too large")
