@@ -195,7 +195,7 @@ def _render_report(frame: Any, path: Path, title: str) -> Path | None:
 
 def _markdown(frame: Any) -> str:
     try:
-        from reports.summary import markdown_summary  # type: ignore[import-not-found]
+        from reports.aggregate import markdown_summary  # type: ignore[import-not-found]
     except ImportError:
         return ""
     return str(markdown_summary(frame))

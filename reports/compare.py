@@ -14,9 +14,9 @@ from typing import Any
 
 import pandas as pd
 
+from reports.aggregate import cell_label, is_na, nat_sort_key, outcome_mode, plural
 from reports.html import chip, esc, page, pct, row_html, section_html, table_html
 from reports.schema import CELL_KEY, conform
-from reports.summary import cell_label, is_na, nat_sort_key, outcome_mode, plural
 from reports.vocabulary import Outcome
 
 # Comparison status, in the order rows are listed.
@@ -213,4 +213,3 @@ def render_compare_html(
         "</div>"
     )
     return page(title, header + "<main>" + cards + compare_section(table, labels) + "</main>")
-

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from reports import plots
-from reports.environment import relay_versions
-from reports.schema import CELL_KEY, COLUMNS, conform
-from reports.summary import (
+from reports.aggregate import (
     cell_label,
     cell_table,
     firewall_sort_key,
@@ -32,6 +31,8 @@ from reports.summary import (
     truncate,
     wilson_interval,
 )
+from reports.environment import relay_versions
+from reports.schema import CELL_KEY, COLUMNS, conform
 from reports.vocabulary import LADDER, OUTCOMES
 
 # What a declared NAT preset must look like to an RFC 5780 probe (DESIGN.md "NAT model");
@@ -46,130 +47,8 @@ STATUS_TEXT = {
     "unjudged": "no expectation",
 }
 
-CSS = """
-:root {
-  --ink: #1f2933; --muted: #6b7280; --line: #e5e7eb; --bg: #f4f6f8; --card: #ffffff;
-  --accent: #2f6fd6; --bad: #d92d20; --warn: #d97706; --good: #1f9d55;
-  --direct-bg: #d3f0dc; --direct-fg: #136c3a;
-  --udp-bg: #d7e6fb; --udp-fg: #1d4f95;
-  --tcp-bg: #e4ddf8; --tcp-fg: #4a3491;
-  --tls-bg: #f5def0; --tls-fg: #7f2a69;
-  --fail-bg: #fbdad4; --fail-fg: #9a2a18;
-  --na-bg: #eceef1; --na-fg: #6b7280;
-}
-* { box-sizing: border-box; }
-body { margin: 0; background: var(--bg); color: var(--ink);
-  font: 14px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, "Noto Sans",
-  "Liberation Sans", "DejaVu Sans", sans-serif; }
-main { max-width: 1360px; margin: 0 auto; padding: 0 24px 48px; }
-header.top { background: #17212f; color: #f3f4f6; padding: 22px 0 18px; }
-header.top .inner { max-width: 1360px; margin: 0 auto; padding: 0 24px; display: flex;
-  justify-content: space-between; align-items: flex-end; gap: 24px; flex-wrap: wrap; }
-header.top h1 { margin: 0 0 4px; font-size: 24px; font-weight: 650; letter-spacing: -0.01em; }
-header.top .sub { color: #aab4c3; font-size: 13px; }
-.verdict { padding: 7px 14px; border-radius: 999px; font-weight: 600; font-size: 13px; }
-.verdict.good { background: #1f9d5533; color: #7ee2a8; border: 1px solid #1f9d55; }
-.verdict.bad { background: #d92d2033; color: #ffb4ab; border: 1px solid #d92d20; }
-.verdict.none { background: #6b728033; color: #d1d5db; border: 1px solid #6b7280; }
-nav { display: flex; gap: 4px; flex-wrap: wrap; margin: 14px 0 0; }
-nav a { color: var(--accent); text-decoration: none; font-size: 13px; padding: 4px 10px;
-  border-radius: 6px; background: #e8effb; }
-.cards { display: grid; grid-template-columns: repeat(auto-fit, minmax(150px, 1fr)); gap: 12px;
-  margin: 18px 0 6px; }
-.card { background: var(--card); border: 1px solid var(--line); border-radius: 10px;
-  padding: 12px 14px; }
-.card .label { color: var(--muted); font-size: 12px; text-transform: uppercase;
-  letter-spacing: 0.04em; }
-.card .value { font-size: 26px; font-weight: 650; margin-top: 2px; }
-.card .note { color: var(--muted); font-size: 12px; }
-.card.bad { border-left: 4px solid var(--bad); } .card.bad .value { color: var(--bad); }
-.card.warn { border-left: 4px solid var(--warn); } .card.warn .value { color: var(--warn); }
-.card.good { border-left: 4px solid var(--good); } .card.good .value { color: var(--good); }
-section.block { background: var(--card); border: 1px solid var(--line); border-radius: 12px;
-  padding: 18px 20px 20px; margin: 18px 0; }
-section.block > h2 { margin: 0 0 4px; font-size: 18px; }
-section.block > p.lead { margin: 0 0 14px; color: var(--muted); }
-h3 { font-size: 15px; margin: 18px 0 8px; }
-h3 .ver, h4 .ver { color: var(--muted); font-weight: 400; font-size: 13px; margin-left: 6px; }
-h4 { font-size: 13px; margin: 0 0 6px; }
-.empty { color: var(--muted); font-style: italic; margin: 6px 0; }
-.legend { display: flex; gap: 8px 16px; flex-wrap: wrap; align-items: center; font-size: 12px;
-  color: var(--muted); margin: 6px 0 14px; }
-.legend .sw { display: inline-block; width: 30px; height: 18px; border-radius: 4px;
-  vertical-align: middle; margin-right: 4px; position: relative; }
-.chip { display: inline-block; padding: 1px 8px; border-radius: 999px; font-size: 12px;
-  font-weight: 600; white-space: nowrap; }
-.o-direct { background: var(--direct-bg); color: var(--direct-fg); }
-.o-relay-udp { background: var(--udp-bg); color: var(--udp-fg); }
-.o-relay-tcp { background: var(--tcp-bg); color: var(--tcp-fg); }
-.o-relay-tls { background: var(--tls-bg); color: var(--tls-fg); }
-.o-fail { background: var(--fail-bg); color: var(--fail-fg); }
-.o-na { background: var(--na-bg); color: var(--na-fg); }
-.badge { display: inline-block; padding: 1px 8px; border-radius: 4px; font-size: 11px;
-  font-weight: 700; text-transform: uppercase; letter-spacing: 0.03em; white-space: nowrap; }
-.s-mismatch { background: var(--bad); color: #fff; }
-.s-lab-error { background: #4b5563; color: #fff; }
-.s-flaky { background: var(--warn); color: #fff; }
-.s-unjudged { background: var(--na-bg); color: var(--na-fg); }
-.s-ok { background: var(--direct-bg); color: var(--direct-fg); }
-.matrices { display: flex; flex-wrap: wrap; gap: 18px 28px; }
-.matrix { min-width: 0; }
-.matrix .stats { color: var(--muted); font-size: 12px; margin: 0 0 6px; }
-table.heatmap { border-collapse: separate; border-spacing: 4px; }
-table.heatmap th { font-size: 11px; color: var(--muted); font-weight: 600; }
-table.heatmap th.col { width: 86px; text-align: center; vertical-align: bottom; }
-table.heatmap th.row { text-align: right; padding-right: 6px; white-space: nowrap; }
-table.heatmap th.corner { text-align: right; font-weight: 400; font-size: 10px; }
-td.tile { width: 86px; height: 56px; border-radius: 7px; text-align: center;
-  vertical-align: middle; position: relative; padding: 4px; border: 2px solid transparent; }
-td.tile .obs { font-weight: 700; font-size: 13px; }
-td.tile .exp { font-size: 10.5px; opacity: 0.85; }
-td.tile .n { font-size: 10.5px; opacity: 0.85; }
-td.tile.mismatch { border: 3px solid var(--bad); box-shadow: 0 0 0 1px #fff inset; }
-td.tile.flaky { border: 2px dashed var(--warn); }
-td.tile.lab-error { background-image: repeating-linear-gradient(135deg, transparent 0 6px,
-  #ffffff99 6px 9px); }
-td.tile.nodata { background: #f9fafb; border: 1px dashed #d1d5db; color: #9ca3af;
-  font-size: 11px; }
-.mark { position: absolute; top: -7px; right: -7px; width: 18px; height: 18px;
-  border-radius: 50%; background: var(--bad); color: #fff; font-size: 12px; font-weight: 800;
-  line-height: 18px; text-align: center; box-shadow: 0 0 0 2px #fff; }
-.flaky .mark { background: var(--warn); }
-table.data { border-collapse: collapse; width: 100%; font-size: 13px; }
-table.data th { text-align: left; font-size: 11.5px; text-transform: uppercase;
-  letter-spacing: 0.03em; color: var(--muted); border-bottom: 2px solid var(--line);
-  padding: 6px 8px; white-space: nowrap; }
-table.data td { border-bottom: 1px solid var(--line); padding: 6px 8px; vertical-align: top; }
-table.data td.num, table.data th.num { text-align: right; font-variant-numeric: tabular-nums;
-  white-space: nowrap; }
-table.data tr.group td { background: #f3f5f8; font-weight: 650; font-size: 13px;
-  border-bottom: 1px solid #d7dce3; padding-top: 9px; }
-table.data tr.bad td { background: #fff5f4; }
-table.data tr.warn td { background: #fffbeb; }
-td.err { color: #7f1d1d; font-family: ui-monospace, "DejaVu Sans Mono", monospace;
-  font-size: 12px; max-width: 520px; }
-td.rung { text-align: center; width: 104px; }
-.rung-dot { display: inline-block; min-width: 84px; white-space: nowrap; padding: 2px 6px;
-  border-radius: 999px; font-size: 11.5px; font-weight: 600; border: 2px solid transparent; }
-.rung-dot.expected { background: transparent; border: 2px dashed #9ca3af; color: var(--muted); }
-.rung-dot.both { border-color: transparent; }
-.rung-line { height: 2px; background: var(--line); }
-.na { color: var(--na-fg); }
-td.nowrap { white-space: nowrap; }
-.plots { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; }
-.plots img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 8px; }
-.two { display: grid; grid-template-columns: minmax(0, 1.3fr) minmax(0, 1fr); gap: 20px;
-  align-items: start; }
-@media (max-width: 1000px) { .two { grid-template-columns: 1fr; } }
-details { margin-top: 12px; }
-details summary { cursor: pointer; color: var(--accent); font-weight: 600; }
-dl.env { display: grid; grid-template-columns: max-content 1fr; gap: 4px 18px; margin: 0; }
-dl.env dt { color: var(--muted); } dl.env dd { margin: 0; font-family: ui-monospace,
-  "DejaVu Sans Mono", monospace; font-size: 12.5px; }
-.envgrid { display: grid; grid-template-columns: repeat(auto-fit, minmax(300px, 1fr));
-  gap: 14px 28px; }
-footer { color: var(--muted); font-size: 12px; text-align: center; margin-top: 24px; }
-"""
+# The stylesheet ships beside this module as package data and is inlined into every page.
+CSS = (resources.files("reports") / "report.css").read_text(encoding="utf-8")
 
 
 # ----------------------------------------------------------------------------- formatting

@@ -7,8 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from reports.schema import empty_table, read_results
-from reports.summary import (
+from reports.aggregate import (
     cell_table,
     markdown_summary,
     outcome_mode,
@@ -16,6 +15,7 @@ from reports.summary import (
     totals,
     wilson_interval,
 )
+from reports.schema import empty_table, read_results
 
 X = "\u00d7"  # the multiplication sign between the NATs of a cell
 RESULTS = Path(__file__).resolve().parents[1] / "data" / "results"
