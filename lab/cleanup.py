@@ -3,12 +3,8 @@
 Naming convention (every lab run must follow it, so that this module can find its leftovers
 and nothing else):
 
-- A run id is 4-12 lowercase letters or digits; `new_run_id()` makes 6 hex digits.
-- Network namespaces a run creates are named ``nl-<runid>-<node>`` (`netns_name`), e.g.
-  ``nl-3fa9c1-relay``.
-- veth and bridge interfaces a run creates in the root namespace are named
-  ``nl-<runid>-<suffix>`` too (`ifname`); Linux limits names to 15 bytes (IFNAMSIZ - 1), so
-  with a 6-digit run id the suffix has at most 5 characters, e.g. ``nl-3fa9c1-v0a``.
+- Run ids, network namespaces ``nl-<runid>-<node>`` and interfaces ``nl-<runid>-<suffix>``:
+  as ``lab.nat.netns`` names them (`new_run_id`, `netns_name`, `ifname`, `is_lab_name`).
 - nftables tables a run adds to the root namespace are named ``natlab...``, with the run id
   in the name (``natlab_<runid>_<what>``, `nft_table_name`); tables inside a lab namespace
   vanish with the namespace.
@@ -34,57 +30,24 @@ import argparse
 import json
 import os
 import re
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import Sequence
 
-PREFIX = "nl-"
-RUN_ID_PATTERN = r"[0-9a-z]{4,12}"
-LAB_NAME_RE = re.compile(rf"^{PREFIX}{RUN_ID_PATTERN}-[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*$")
+from lab.nat.netns import check_run_id, is_lab_name
+
 NFT_TABLE_PREFIX = "natlab"
-IFNAMSIZ = 16  # including the terminating NUL
 CLEANABLE_LINK_KINDS = frozenset({"veth", "bridge"})
 COMMAND_TIMEOUT_S = 60
 
 
-def new_run_id() -> str:
-    return secrets.token_hex(3)
-
-
-def _check_run_id(run_id: str) -> None:
-    if not re.fullmatch(RUN_ID_PATTERN, run_id):
-        raise ValueError(f"run id {run_id!r} must be 4-12 lowercase letters or digits")
-
-
-def netns_name(run_id: str, node: str) -> str:
-    _check_run_id(run_id)
-    name = f"{PREFIX}{run_id}-{node}"
-    if not is_lab_name(name):
-        raise ValueError(f"bad node name {node!r}")
-    return name
-
-
-def ifname(run_id: str, suffix: str) -> str:
-    name = netns_name(run_id, suffix)
-    if len(name.encode()) >= IFNAMSIZ:
-        raise ValueError(f"interface name {name!r} longer than {IFNAMSIZ - 1} bytes")
-    return name
-
-
 def nft_table_name(run_id: str, what: str) -> str:
-    _check_run_id(run_id)
+    check_run_id(run_id)
     if not re.fullmatch(r"[A-Za-z0-9_]+", what):
         raise ValueError(f"bad nftables table suffix {what!r}")
     return f"{NFT_TABLE_PREFIX}_{run_id}_{what}"
-
-
-def is_lab_name(name: str, run_id: str | None = None) -> bool:
-    if LAB_NAME_RE.fullmatch(name) is None:
-        return False
-    return run_id is None or name.startswith(f"{PREFIX}{run_id}-")
 
 
 def is_lab_nft_table(name: str, run_id: str | None = None) -> bool:
@@ -213,7 +176,7 @@ def cleanup(
 ) -> tuple[list[str], list[str]]:
     """Remove lab leftovers (of one run if run_id); return (removed, failed) descriptions."""
     if run_id is not None:
-        _check_run_id(run_id)
+        check_run_id(run_id)
         mininet = False  # `mn -c` cannot be limited to one run
     removed: list[str] = []
     failed: list[str] = []

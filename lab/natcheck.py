@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from lab.agents.relays import RelaySpec, start_relay
-from lab.nat.behavior import NatBehavior, preset
+from lab.nat.behavior import Mapping, declared
 from lab.session import LabError, LabNetwork
 from lab.topologies.addressing import RELAY_IPS
 from lab.topologies.base import SideSpec
@@ -29,11 +29,6 @@ _DISCOVERY_RE = re.compile(
     r"NAT with (Endpoint Independent|Address Dependent|Address and Port Dependent) "
     r"(Mapping|Filtering)"
 )
-_WORDS = {
-    "Endpoint Independent": "endpoint-independent",
-    "Address Dependent": "address-dependent",
-    "Address and Port Dependent": "address-and-port-dependent",
-}
 
 
 @dataclass(frozen=True)
@@ -58,25 +53,13 @@ class NatCheckRow:
         return {**asdict(self), "agrees": self.agrees}
 
 
-def declared(name: str) -> tuple[str, str]:
-    """The mapping and filtering a probe from the innermost LAN must observe."""
-    layers = preset(name).layers
-    if not layers:  # open: no NAT behaves as endpoint-independent in both respects
-        return "endpoint-independent", "endpoint-independent"
-    return _combine(layers)  # cgnat: the stricter layer shows through
-
-
-_ORDER = ["endpoint-independent", "address-dependent", "address-and-port-dependent"]
-
-
-def _combine(layers: tuple[NatBehavior, ...]) -> tuple[str, str]:
-    mapping = max((b.mapping.value for b in layers), key=_ORDER.index)
-    filtering = max((b.filtering.value for b in layers), key=_ORDER.index)
-    return mapping, filtering
-
-
 def parse_natdiscovery(output: str) -> tuple[str, str]:
-    found = {kind: _WORDS[words] for words, kind in _DISCOVERY_RE.findall(output)}
+    """(mapping, filtering) in RFC 4787 long names from coturn's words ("Address and Port
+    Dependent" is "address-and-port-dependent"); "NA" for what the output does not say."""
+    found = {
+        kind: Mapping(words.lower().replace(" ", "-")).value
+        for words, kind in _DISCOVERY_RE.findall(output)
+    }
     return found.get("Mapping", "NA"), found.get("Filtering", "NA")
 
 

@@ -50,10 +50,12 @@ def lab_unavailable_reason() -> str | None:
 
 
 def new_run_id() -> str:
-    """4 hex digits (node names are short), not used by any live run on this machine."""
+    """4 hex digits (node names are short), not used by any live run on this machine. At
+    least one is a decimal digit: Mininet derives a switch's datapath id from the digits in its
+    name and fails on a name without any (measured: run id "eafe" broke same-lan)."""
     for _ in range(100):
         run_id = secrets.token_hex(2)
-        if not leftovers(run_id):
+        if any(c.isdigit() for c in run_id) and not leftovers(run_id):
             return run_id
     raise LabError("no free run id: clean up old runs with `make clean`")
 

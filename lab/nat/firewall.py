@@ -19,7 +19,7 @@ import ipaddress
 from dataclasses import dataclass, field
 from enum import Enum
 
-from lab.nat.nftables import _check_ifname, check_table, preamble
+from lab.nat.nftables import check_ifname, check_table, preamble
 
 DEFAULT_TABLE = "natlab_fw"
 ICMP_ERRORS = ("destination-unreachable", "time-exceeded", "parameter-problem")
@@ -274,8 +274,8 @@ def render_firewall(
     """Return an idempotent `nft -f` script: a forward chain between client_if and outside_if."""
     if not isinstance(policy, FirewallPolicy):
         raise TypeError(f"policy must be a FirewallPolicy, got {policy!r}")
-    cif = _check_ifname("client_if", client_if)
-    oif = _check_ifname("outside_if", outside_if)
+    cif = check_ifname("client_if", client_if)
+    oif = check_ifname("outside_if", outside_if)
     if cif == oif:
         raise ValueError("client_if and outside_if must differ")
     check_table(table)

@@ -15,7 +15,7 @@ import subprocess
 from dataclasses import dataclass
 
 from lab.nat.netns import namespaces, ns_run
-from lab.nat.nftables import _check_ifname, check_table, preamble
+from lab.nat.nftables import check_ifname, check_table, preamble
 
 DEFAULT_LOSS_TABLE = "natlab_loss"
 LOSS_SCALE = 1000  # loss resolution: 0.1 %
@@ -57,7 +57,7 @@ def _num(v: float) -> str:
 
 def tc_commands(dev: str, impairment: Impairment) -> list[list[str]]:
     """tc argv lists for `dev` (run them inside its namespace); loss is `render_loss`'s job."""
-    _check_ifname("dev", dev)
+    check_ifname("dev", dev)
     cmds: list[list[str]] = [["tc", "qdisc", "del", "dev", dev, "root"]]  # may fail: no qdisc
     if impairment.needs_netem:
         netem = [
@@ -106,7 +106,7 @@ def tc_commands(dev: str, impairment: Impairment) -> list[list[str]]:
 
 def render_loss(dev: str, loss_pct: float, *, table: str = DEFAULT_LOSS_TABLE) -> str:
     """An idempotent `nft -f` script dropping `loss_pct` % of packets leaving `dev`."""
-    _check_ifname("dev", dev)
+    check_ifname("dev", dev)
     check_table(table)
     if not 0 <= loss_pct <= 100:
         raise ValueError(f"loss_pct must be within 0..100, got {loss_pct!r}")

@@ -1,6 +1,16 @@
-"""Minimal network-namespace plumbing for lab/nat (rulesets, sysctls, throwaway namespaces).
+"""Network-namespace plumbing of the lab: the names a run gives what it creates, commands in a
+namespace or a Mininet node, and throwaway namespaces, veth pairs, rulesets and sysctls.
 
-Names follow lab.cleanup: ``nl-<run id>-<role>``, so `python -m lab.cleanup` finds leftovers.
+Naming convention (every lab run follows it, so that ``python -m lab.cleanup`` finds its
+leftovers and nothing else):
+
+- A run id is 4-12 lowercase letters or digits; `new_run_id()` makes 6 hex digits.
+- Network namespaces a run creates are named ``nl-<runid>-<node>`` (`netns_name`), e.g.
+  ``nl-3fa9c1-relay``.
+- veth and bridge interfaces a run creates in the root namespace are named
+  ``nl-<runid>-<suffix>`` too (`ifname`); Linux limits names to 15 bytes (IFNAMSIZ - 1), so
+  with a 6-digit run id the suffix has at most 5 characters, e.g. ``nl-3fa9c1-v0a``.
+
 Nothing here touches the root namespace's links, routes or nftables: veth pairs are created
 directly inside their namespaces.
 """
@@ -9,15 +19,19 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 from collections.abc import Iterator, Mapping, Sequence
-
-from lab.cleanup import netns_name
+from typing import Any, Protocol
 
 COMMAND_TIMEOUT_S = 20
+PREFIX = "nl-"
+RUN_ID_PATTERN = r"[0-9a-z]{4,12}"
+LAB_NAME_RE = re.compile(rf"^{PREFIX}{RUN_ID_PATTERN}-[A-Za-z0-9_.]+(?:-[A-Za-z0-9_.]+)*$")
+IFNAMSIZ = 16  # including the terminating NUL
 
 
 class NetnsError(RuntimeError):
@@ -25,7 +39,57 @@ class NetnsError(RuntimeError):
 
 
 def new_run_id() -> str:
-    return secrets.token_hex(4)  # 8 hex digits
+    return secrets.token_hex(3)  # 6 hex digits
+
+
+def check_run_id(run_id: str) -> None:
+    if not re.fullmatch(RUN_ID_PATTERN, run_id):
+        raise ValueError(f"run id {run_id!r} must be 4-12 lowercase letters or digits")
+
+
+def netns_name(run_id: str, node: str) -> str:
+    check_run_id(run_id)
+    name = f"{PREFIX}{run_id}-{node}"
+    if not is_lab_name(name):
+        raise ValueError(f"bad node name {node!r}")
+    return name
+
+
+def ifname(run_id: str, suffix: str) -> str:
+    name = netns_name(run_id, suffix)
+    if len(name.encode()) >= IFNAMSIZ:
+        raise ValueError(f"interface name {name!r} longer than {IFNAMSIZ - 1} bytes")
+    return name
+
+
+def is_lab_name(name: str, run_id: str | None = None) -> bool:
+    if LAB_NAME_RE.fullmatch(name) is None:
+        return False
+    return run_id is None or name.startswith(f"{PREFIX}{run_id}-")
+
+
+class _Node(Protocol):
+    """What ``run_in`` needs of a node: a Mininet ``Node`` (its name and ``popen``)."""
+
+    name: str
+
+    def popen(self, *args: Any, **kwargs: Any) -> subprocess.Popen[str]: ...
+
+
+def run_in(node: _Node, argv: list[str], *, stdin: str | None = None, timeout: float = 20.0) -> str:
+    """Run a command inside a node's namespace; raise with its stderr when it fails."""
+    proc = node.popen(argv, stdin=subprocess.PIPE, text=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RuntimeError(f"{node.name}: {' '.join(argv)} timed out") from None
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"{node.name}: {' '.join(argv)} failed ({proc.returncode}): {err.strip()}"
+        )
+    return str(out)
 
 
 def ns_run(

@@ -64,7 +64,7 @@ _IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")  # IFNAMSIZ - 1
 _TABLE_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 
 
-def _check_ifname(what: str, name: str) -> str:
+def check_ifname(what: str, name: str) -> str:
     if not _IFNAME_RE.fullmatch(name):
         raise ValueError(f"{what} {name!r} is not a valid interface name (1-15 of [A-Za-z0-9_.-])")
     return name
@@ -123,8 +123,8 @@ def render_nat(
     """Return a complete, idempotent `nft -f` script implementing `behavior`."""
     if not isinstance(behavior, NatBehavior):
         raise TypeError(f"behavior must be a NatBehavior, got {behavior!r}")
-    wan = _check_ifname("wan_if", wan_if)
-    lan = _check_ifname("lan_if", lan_if)
+    wan = check_ifname("wan_if", wan_if)
+    lan = check_ifname("lan_if", lan_if)
     if wan == lan:
         raise ValueError("wan_if and lan_if must differ")
     wip = _check_ipv4("wan_ip", wan_ip)
@@ -271,8 +271,8 @@ def render_nat(
 
 def render_open_router(*, wan_if: str, lan_if: str, table: str = DEFAULT_TABLE) -> str:
     """The `open` preset: plain routing, no NAT, no filtering (replaces any NAT table)."""
-    wan = _check_ifname("wan_if", wan_if)
-    lan = _check_ifname("lan_if", lan_if)
+    wan = check_ifname("wan_if", wan_if)
+    lan = check_ifname("lan_if", lan_if)
     check_table(table)
     return (
         preamble(table) + f"table ip {table} {{\n"

@@ -14,8 +14,8 @@ from mininet.node import Node
 
 from lab.nat.behavior import NatBehavior
 from lab.nat.firewall import FirewallHosts, policy, render_firewall
+from lab.nat.netns import run_in
 from lab.nat.nftables import render_nat, render_open_router, router_sysctls
-from lab.topologies.nodes import run_in
 
 NAT_TABLE = "natlab_nat"
 FW_TABLE = "natlab_fw"

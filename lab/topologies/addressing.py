@@ -15,6 +15,11 @@ INTERNET_PREFIX = 15
 RELAY_IPS = ("198.18.0.2", "198.18.0.3")  # two addresses for RFC 5780 discovery
 WEB_IP = "198.18.0.20"
 SIGNALING_IP = "198.18.0.30"
+# Lab host names (the reserved .test TLD, RFC 6761): in the server certificate, and resolved
+# inside each agent's own mount namespace (lab.agents.launch), never in the host's /etc/hosts.
+RELAY_NAME = "turn.lab.test"
+SIGNALING_NAME = "signal.lab.test"
+LAB_NAMES = {RELAY_NAME: RELAY_IPS[0], SIGNALING_NAME: SIGNALING_IP}
 HOSTILE_IP = "198.18.0.66"  # the attacker of the denied-peer scenarios
 RELAY_LAN = ipaddress.ip_network("10.10.0.0/24")  # relay-lan: the relay's internal LAN
 RELAY_LAN_IP = "10.10.0.2"
@@ -45,9 +50,6 @@ class SideAddresses:
     def lan(self, public: bool) -> ipaddress.IPv4Network:
         base = "198.19" if public else "10.0"
         return ipaddress.ip_network(f"{base}.{self.index}.0/24")
-
-    def router_lan_ip(self, public: bool) -> str:
-        return str(self.lan(public).network_address + 1)
 
     def peer_ip(self, public: bool, n: int = 0) -> str:
         return str(self.lan(public).network_address + 2 + n)

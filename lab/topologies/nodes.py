@@ -4,28 +4,12 @@ routes and rules, ``terminate()`` removes them (Mininet calls both).
 
 from __future__ import annotations
 
-import subprocess
 from typing import Any
 
-from mininet.node import Host, Node
+from mininet.node import Host
 from mininet.nodelib import LinuxBridge
 
-
-def run_in(node: Node, argv: list[str], *, stdin: str | None = None, timeout: float = 20.0) -> str:
-    """Run a command inside a node's namespace; raise with its stderr when it fails."""
-    proc = node.popen(argv, stdin=subprocess.PIPE, text=True)
-    try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise RuntimeError(f"{node.name}: {' '.join(argv)} timed out") from None
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"{node.name}: {' '.join(argv)} failed ({proc.returncode}): {err.strip()}"
-        )
-    return str(out)
-
+from lab.nat.netns import run_in
 
 SINK = "sink0"  # a default route for hosts without a router: a veth pair inside the host
 

@@ -9,15 +9,31 @@ flags for TLS (--tls-listening-port, --cert, --pkey).
 from __future__ import annotations
 
 import contextlib
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import require_relay_server, require_tool
-from relayproc import LOOPBACK, ManagedProcess, free_port, managed_process, relay_subprocess
+from relayproc import (
+    LOOPBACK,
+    ManagedProcess,
+    free_port,
+    managed_process,
+    relay_subprocess,
+    stun_binding_answers,
+)
 from relayproc import wait_stun_ready as _wait_stun_ready
 from streamutil import make_cert
-from uclient import AUTH_CLIENT_FLAGS, AUTH_SERVER_FLAGS, REALM, USER, UclientSummary, coturn_argv
+from uclient import (
+    AUTH_CLIENT_FLAGS,
+    AUTH_SERVER_FLAGS,
+    REALM,
+    USER,
+    UclientSummary,
+    coturn_argv,
+    parse_uclient,
+)
 from uclient import run_uclient as run_uclient_with
 
 pytestmark = pytest.mark.interop
@@ -27,6 +43,7 @@ UCLIENT_TIMEOUT_S = 60
 UCLIENT_BASE = ("-y", "-n", str(UCLIENT_MESSAGES), "-m", "2", "-l", "170")
 TRANSPORT_CLIENT_FLAGS = {"tcp": ("-t",), "tls": ("-t", "-S")}
 RELAY_PORTS = ("--min-port", "49152", "--max-port", "65535")
+DTLS_TRY_S = 5.0  # how long uclient may try its DTLS handshake
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +118,32 @@ def test_interop_coturn_streams_uclient_wrong_password_fails(
     assert summary is None or summary.received == 0, output
 
 
-def test_interop_coturn_streams_uclient_dtls_not_implemented() -> None:
-    # `turnutils_uclient -S` without -t is DTLS over UDP. The relay has no DTLS listener: the
-    # standard library ssl module has no DTLS, and the design asks for TLS over TCP only.
-    pytest.skip("DTLS (uclient -S over UDP) not implemented: Python's ssl module has no DTLS")
+@pytest.mark.parametrize("kind", ["coturn", "natlab"])
+def test_interop_coturn_streams_uclient_dtls_not_implemented(
+    tmp_path: Path, cert: tuple[Path, Path], kind: str
+) -> None:
+    # `turnutils_uclient -S` without -t is DTLS over UDP. The relay has no DTLS (the standard
+    # library ssl module has none; the design asks for TLS over TCP only), and coturn runs with
+    # --no-dtls as the control: a DTLS client on the UDP port gets nothing relayed, and the
+    # server neither dies nor stops answering STUN there. uclient keeps retrying its handshake,
+    # so it is stopped after DTLS_TRY_S.
+    binary = require_tool("turnutils_uclient")
+    with server_under_test(kind, "long-term", cert, tmp_path) as (server, udp_port, _):
+        argv = [binary, *UCLIENT_BASE, "-S", *AUTH_CLIENT_FLAGS["long-term"], "-p", str(udp_port)]
+        try:
+            result = subprocess.run(
+                [*argv, LOOPBACK], capture_output=True, timeout=DTLS_TRY_S, check=False
+            )
+            output = result.stdout + result.stderr
+        except subprocess.TimeoutExpired as err:
+            output = (err.stdout or b"") + (err.stderr or b"")
+        text = output.decode(errors="replace") if isinstance(output, bytes) else str(output)
+        alive = server.proc.poll() is None
+        answers = stun_binding_answers(LOOPBACK, udp_port)
+    summary = parse_uclient(text)
+    context = f"$ {' '.join(argv)} {LOOPBACK}\n{text[-3000:]}\n--- {kind} server log ---\n" + (
+        "\n".join(list(server.lines)[-60:])
+    )
+    assert summary is None or summary.received == 0, f"DTLS relayed traffic: {summary}\n{context}"
+    assert alive, f"{kind} server died on DTLS input\n{context}"
+    assert answers, f"{kind} stopped answering STUN after DTLS input\n{context}"

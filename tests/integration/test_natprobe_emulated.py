@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from lab.agents.natprobe import (
+from lab.agents.natclass import (
     ADDRESS_AND_PORT_DEPENDENT,
     ADDRESS_DEPENDENT,
     BEHAVIOURS,
@@ -28,8 +28,8 @@ from lab.agents.natprobe import (
     TEST_I,
     Addr,
     ProbeResult,
-    probe,
 )
+from lab.agents.natprobe import probe
 from relay.stun import (
     ChangeRequest,
     Message,

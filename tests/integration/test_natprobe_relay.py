@@ -16,17 +16,16 @@ import pytest
 from conftest import StartRelay, require_relay_server
 from relayproc import ROOT
 
-from lab.agents.natprobe import (
+from lab.agents.natclass import (
     ENDPOINT_INDEPENDENT,
     FILTERING_II,
     FILTERING_III,
     HAIRPIN,
     TEST_I,
     ProbeResult,
-    main,
-    probe,
     transaction_timeout,
 )
+from lab.agents.natprobe import main, probe
 
 PRIMARY_IP, OTHER_IP = "127.0.0.1", "127.0.0.2"
 BOUND_S = transaction_timeout() + 1.0  # one unanswered test plus scheduling slack

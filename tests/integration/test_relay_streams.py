@@ -47,7 +47,7 @@ LT_OPTIONS: dict[str, Any] = {
 
 
 @pytest.fixture(scope="session")
-def test_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def lab_cert(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return make_cert(tmp_path_factory.mktemp("cert"))
 
 
@@ -70,9 +70,9 @@ def test_aioice_tcp_relay_pair(start_relay: StartRelay) -> None:
 
 
 def test_aioice_tls_extra_port_relay_pair(
-    start_relay: StartRelay, test_cert: tuple[Path, Path]
+    start_relay: StartRelay, lab_cert: tuple[Path, Path]
 ) -> None:
-    cert, key = test_cert
+    cert, key = lab_cert
     tls_port = free_port()  # the "443-style" TLS port, next to the UDP/TCP listening port
     server, _ = start_relay(
         **LT_OPTIONS, cert=str(cert), pkey=str(key), tls_listening_port=tls_port
@@ -89,10 +89,10 @@ def test_aioice_tls_extra_port_relay_pair(
 
 
 def test_aioice_tls_untrusted_cert_no_relay_candidate(
-    start_relay: StartRelay, test_cert: tuple[Path, Path], tmp_path: Path
+    start_relay: StartRelay, lab_cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
     # The TLS test above must be able to fail: a client trusting another CA gets no candidate.
-    cert, key = test_cert
+    cert, key = lab_cert
     other_cert, _ = make_cert(tmp_path, "other")
     server, _ = start_relay(**LT_OPTIONS, cert=str(cert), pkey=str(key), tls_listening_port=0)
     tls_addr = server.addresses("tls")[0]
@@ -172,9 +172,9 @@ TLS11_DEPRECATED = "ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarni
 
 @pytest.mark.filterwarnings(TLS11_DEPRECATED)
 def test_tls_version_1_1_client_refused(
-    start_relay: StartRelay, test_cert: tuple[Path, Path]
+    start_relay: StartRelay, lab_cert: tuple[Path, Path]
 ) -> None:
-    cert, key = test_cert
+    cert, key = lab_cert
     reason = _local_tls11_works(cert, key)
     if reason is not None:
         pytest.skip(reason)
@@ -194,10 +194,10 @@ def test_tls_version_1_1_client_refused(
 
 @pytest.mark.filterwarnings(TLS11_DEPRECATED)
 def test_tls_version_1_1_client_accepted_with_tlsv1_1_option(
-    start_relay: StartRelay, test_cert: tuple[Path, Path]
+    start_relay: StartRelay, lab_cert: tuple[Path, Path]
 ) -> None:
     # control for the test above: the same client handshakes once the server allows TLS 1.1
-    cert, key = test_cert
+    cert, key = lab_cert
     reason = _local_tls11_works(cert, key)
     if reason is not None:
         pytest.skip(reason)

@@ -28,7 +28,7 @@ import pytest
 from conftest import require_relay_server, require_tool
 from relayproc import ROOT, ManagedProcess, managed_process
 
-from lab.cleanup import ifname, netns_name, new_run_id
+from lab.nat.netns import ifname, netns_name, new_run_id
 
 pytestmark = [pytest.mark.lab, pytest.mark.interop]
 

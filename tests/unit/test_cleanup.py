@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from lab import cleanup
+from lab.nat.netns import ifname, netns_name, new_run_id
 
 
 @pytest.mark.parametrize(
@@ -29,13 +30,13 @@ def test_cleanup_other_name_ignored(name: str) -> None:
 
 
 def test_cleanup_names_built_by_convention() -> None:
-    run_id = cleanup.new_run_id()
-    assert cleanup.is_lab_name(cleanup.netns_name(run_id, "relay"))
-    assert len(cleanup.ifname(run_id, "v0a")) <= 15
+    run_id = new_run_id()
+    assert cleanup.is_lab_name(netns_name(run_id, "relay"))
+    assert len(ifname(run_id, "v0a")) <= 15
     with pytest.raises(ValueError):
-        cleanup.ifname(run_id, "toolongsuffix")
+        ifname(run_id, "toolongsuffix")
     with pytest.raises(ValueError):
-        cleanup.netns_name("Bad!", "h1")
+        netns_name("Bad!", "h1")
 
 
 def test_cleanup_nft_table_prefix() -> None:
@@ -78,10 +79,10 @@ def test_cleanup_removes_only_its_run_leftovers() -> None:
     # Touches only names with this test's own run id (--run-id), so live runs are safe.
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("nft") is None:
         pytest.skip("needs root, iproute2 and nftables")
-    run_id = cleanup.new_run_id()
-    ns, decoy_ns = cleanup.netns_name(run_id, "h1"), f"keep-{run_id}"
-    veth_a, veth_b = cleanup.ifname(run_id, "va"), cleanup.ifname(run_id, "vb")
-    bridge = cleanup.ifname(run_id, "br")
+    run_id = new_run_id()
+    ns, decoy_ns = netns_name(run_id, "h1"), f"keep-{run_id}"
+    veth_a, veth_b = ifname(run_id, "va"), ifname(run_id, "vb")
+    bridge = ifname(run_id, "br")
     table, decoy_table = cleanup.nft_table_name(run_id, "t"), f"keep_{run_id}"
     argv = [sys.executable, "-m", "lab.cleanup", "--run-id", run_id]
     try:

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from lab.agents.natprobe import (
+from lab.agents.natclass import (
     ADDRESS_AND_PORT_DEPENDENT,
     ADDRESS_DEPENDENT,
     BEHAVIOURS,
