@@ -21,7 +21,7 @@ from bench.relay_bench import RelayBenchConfig, relay_unavailable_reason, run_re
 from bench.relay_stats import format_table
 from reports.vocabulary import RelayImpl
 
-PARTS = ("core", "lab", "matrix", "relay")
+PARTS = ("core", "lab", "agents", "matrix", "relay")
 
 
 def _csv(value: str) -> tuple[str, ...]:
@@ -115,6 +115,13 @@ def main(argv: list[str] | None = None) -> int:
         if lab_table is not None:
             tables["lab"] = lab_table
             _emit("lab", lab_table, out)
+    if "agents" in args.only:
+        from bench.agents import run_agent_benchmarks
+
+        agents_table = run_agent_benchmarks(repeat=min(repeat, 3))
+        if agents_table is not None:
+            tables["agents"] = agents_table
+            _emit("agents", agents_table, out)
     if "matrix" in args.only and not args.quick:
         from bench.lab import run_matrix_benchmark
 

@@ -335,8 +335,8 @@ class LoadGen:
                 except Exception:
                     finish(i, False)
                     continue
-                err, nonce, realm = msg.get(ErrorCodeAttr), msg.get(Nonce), msg.get(Realm)
-                code = err.code if err else 0
+                error, nonce, realm = msg.get(ErrorCodeAttr), msg.get(Nonce), msg.get(Realm)
+                code = error.code if error else 0
                 if code == 437 and st[0] == 1 and st[4] > 1:
                     finish(i, True)  # our retransmission met the allocation it made
                 elif code in (401, 438) and nonce and realm and (st[0] == 0 or code == 438):

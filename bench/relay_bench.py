@@ -462,7 +462,7 @@ class Harness:
             deadline = time.monotonic() + READY_TIMEOUT_S
             while True:
                 if proc.poll() is not None:
-                    raise BenchError(f"{impl} exited at start: {' '.join(map(str, proc.args))}")
+                    raise BenchError(f"{impl} exited at start: {_argv_text(proc.args)}")
                 try:
                     gen.call({"cmd": "ping", "server": self._server(impl)}, timeout=5)
                     break
@@ -787,3 +787,8 @@ def run_relay_benchmarks(config: RelayBenchConfig, log=print) -> tuple[pd.DataFr
         trials = pd.DataFrame(harness.trials)
     log(f"relay bench: {time.monotonic() - started:.0f} s")
     return table, trials
+
+
+def _argv_text(args: Any) -> str:
+    """A Popen's argv as one line, for an error message."""
+    return " ".join(map(str, args)) if isinstance(args, list | tuple) else str(args)

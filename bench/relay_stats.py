@@ -192,4 +192,6 @@ def format_table(table: pd.DataFrame) -> str:
             return f"{x:.3g}"
         return str(x)
 
-    return table.to_string(index=False, na_rep="NA", formatters={c: fmt for c in table.columns})
+    return str(
+        table.to_string(index=False, na_rep="NA", formatters={c: fmt for c in table.columns})
+    )

@@ -1,8 +1,9 @@
 """A throwaway lab CA and one server certificate for the relay and signaling hosts.
 
-aioice verifies TURN-over-TLS against the relay's IP address, so the certificate carries IP
-subjectAltNames for every lab server address. Made with the openssl command line, once per
-work directory.
+Agents verify TURN over TLS against the relay's IP address (aioice) or its name (browsers:
+Firefox wants a host name for ``turns:``), so the certificate carries IP subjectAltNames for
+every lab server address and DNS ones for the lab names. Made with the openssl command line,
+once per work directory.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from lab.topologies.addressing import RELAY_IPS, SIGNALING_IP, WEB_IP
+from lab.topologies.addressing import LAB_NAMES, RELAY_IPS, SIGNALING_IP, WEB_IP
 
 
 @dataclass(frozen=True)
@@ -67,9 +68,16 @@ def _make(directory: Path) -> LabCerts:
     _openssl(
         "req", *ec, "-subj", "/CN=natlab-lab-server", "-keyout", str(certs.key), "-out", str(csr)
     )
-    sans = ",".join(f"IP:{ip}" for ip in (*RELAY_IPS, SIGNALING_IP, WEB_IP))
+    sans = ",".join(
+        [f"IP:{ip}" for ip in (*RELAY_IPS, SIGNALING_IP, WEB_IP)]
+        + [f"DNS:{name}" for name in (*LAB_NAMES, "natlab-lab-server")]
+    )
     ext = directory / "server.ext"
-    ext.write_text(f"subjectAltName={sans},DNS:natlab-lab-server\nextendedKeyUsage=serverAuth\n")
+    # a CA-signed leaf that is not a CA itself: Firefox refuses a CA:TRUE leaf
+    ext.write_text(
+        f"subjectAltName={sans}\nbasicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+    )
     _openssl(
         "x509",
         "-req",

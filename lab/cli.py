@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from reports.vocabulary import RELAY_IMPLS, RelayImpl
+from reports.vocabulary import AGENT_IMPLS, RELAY_IMPLS, SKIPPED, AgentImpl, RelayImpl
 
 if TYPE_CHECKING:
     from reports.schema import ResultRow
@@ -111,6 +111,19 @@ def _row_line(row: ResultRow) -> str:
     return text + (f" ({row.error})" if row.error else "")
 
 
+def _agent_pairs(text: str | None) -> list[tuple[str, str]]:
+    """``chromium,aioice`` -> every ordered pair of them (both sides of each, and each with
+    itself); names are checked, and a missing implementation is named before anything runs."""
+    from lab.agents.registry import skip_reason
+
+    names = list(dict.fromkeys((text or AgentImpl.AIOICE).split(",")))
+    _check_names("agent implementation", names, list(AGENT_IMPLS))
+    reason = skip_reason(tuple(names))
+    if reason:
+        print(f"natlab matrix: cells with these agents are skipped: {reason}", file=sys.stderr)
+    return [(a, b) for a in names for b in names]
+
+
 def _cmd_matrix(args: argparse.Namespace) -> int:
     from lab.matrix import MATRIX_NATS, MatrixRunner, default_matrix
     from lab.nat.behavior import PRESETS
@@ -126,6 +139,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
     if args.trials < 1:
         raise UsageError("--trials must be at least 1")
     shard = _parse_shard(args.shard)
+    agent_pairs = _agent_pairs(args.agents)
     _need_lab()
     run_id = args.run_id or (
         dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S") + "-" + secrets.token_hex(2)
@@ -133,7 +147,7 @@ def _cmd_matrix(args: argparse.Namespace) -> int:
     cells = []
     for firewall in firewalls:
         for cell in default_matrix(
-            relays, nats, args.modes.split(","), args.trials, args.seed, run_id
+            relays, nats, args.modes.split(","), args.trials, args.seed, run_id, agent_pairs
         ):
             cells.append(replace(cell, intent=replace(cell.intent, firewall_a=firewall)))
     if shard:
@@ -177,7 +191,11 @@ def _write_outputs(rows: list[ResultRow], out: Path, run_id: str, interrupted: b
         print(summary)
     if html:
         print(f"report: {html.resolve()}")
-    unexpected = int((frame["outcome"].fillna("NA") != frame["expected"].fillna("NA")).sum())
+    skipped = frame["error"].fillna("").str.startswith(f"{SKIPPED}:")
+    differs = frame["outcome"].fillna("NA") != frame["expected"].fillna("NA")
+    unexpected = int((differs & ~skipped).sum())
+    if skipped.any():
+        print(f"{int(skipped.sum())} cells skipped (implementation not installed here)")
     if interrupted:
         return 130
     return 0 if unexpected == 0 else 1
@@ -185,8 +203,8 @@ def _write_outputs(rows: list[ResultRow], out: Path, run_id: str, interrupted: b
 
 def _render_report(frame: Any, path: Path, title: str) -> Path | None:
     try:
-        from reports.environment import collect_environment  # type: ignore[import-not-found]
-        from reports.html import write_html  # type: ignore[import-not-found]
+        from reports.environment import collect_environment
+        from reports.html import write_html
     except ImportError:
         return None
     write_html(frame, path, title=title, environment=collect_environment(frame))
@@ -195,7 +213,7 @@ def _render_report(frame: Any, path: Path, title: str) -> Path | None:
 
 def _markdown(frame: Any) -> str:
     try:
-        from reports.aggregate import markdown_summary  # type: ignore[import-not-found]
+        from reports.aggregate import markdown_summary
     except ImportError:
         return ""
     return str(markdown_summary(frame))
@@ -283,7 +301,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     html_path = Path(args.html) if args.html else None
     if len(frames) == 2 and args.compare:
         try:
-            from reports.compare import compare, render_compare_html  # type: ignore[import-not-found]
+            from reports.compare import compare, render_compare_html
         except ImportError:
             raise UsageError("the comparison report is not available") from None
         diff = compare(frames[0], frames[1])
@@ -313,6 +331,12 @@ def _cmd_relay(args: argparse.Namespace) -> int:
     from relay.server.cli import main as relay_main
 
     return int(relay_main(args.relay_args))
+
+
+def _cmd_gather(args: argparse.Namespace) -> int:
+    from lab.agents.browser.gather import main as gather_main
+
+    return int(gather_main(args.gather_args))
 
 
 def _cmd_clean(args: argparse.Namespace) -> int:
@@ -357,6 +381,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="firewall policy in front of peer A (repeatable; default open)",
     )
     p.add_argument("--modes", default="stun,turn", help="stun, turn or stun,turn")
+    p.add_argument(
+        "--agents",
+        metavar="IMPL,...",
+        help=f"ICE implementations, every ordered pair runs ({', '.join(AGENT_IMPLS)}; "
+        "default aioice)",
+    )
     p.add_argument("--trials", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard", metavar="i/n", help="run every n-th cell starting at i")
@@ -385,6 +415,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("relay", help="run our TURN server (python -m relay flags)", add_help=False)
     p.add_argument("relay_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=_cmd_relay)
+
+    p = sub.add_parser(
+        "gather",
+        help="a headless browser gathers candidates from ICE servers (the Trickle-ICE test)",
+        add_help=False,
+    )
+    p.add_argument("gather_args", nargs=argparse.REMAINDER)
+    p.set_defaults(func=_cmd_gather)
 
     p = sub.add_parser("clean", help="remove what killed lab runs left behind")
     p.add_argument("--dry-run", action="store_true")

@@ -104,6 +104,7 @@ def checks() -> list[Check]:
             required=False,
         )
     )
+    result += agent_checks()
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     result.append(
         Check(
@@ -115,3 +116,16 @@ def checks() -> list[Check]:
         )
     )
     return result
+
+
+def agent_checks() -> list[Check]:
+    """One line per ICE implementation: its version, or what is missing and how to add it.
+    A cell whose implementation is missing is skipped with that reason."""
+    from lab.agents.registry import implementations
+
+    found = []
+    for impl in implementations():
+        missing = impl.missing()
+        detail = (impl.version() or "installed") if missing is None else missing
+        found.append(Check(f"agent {impl.name}", missing is None, detail, required=False))
+    return found

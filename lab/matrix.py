@@ -7,6 +7,7 @@ its error, so the table always has one row per trial.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -14,15 +15,15 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 from lab.expectations import CellIntent
-from lab.run import CellRun, CellSpec, build_row, spec_to_dict
+from lab.run import CellRun, CellSpec, build_row, row_skipped, spec_to_dict
 from reports.schema import ResultRow
-from reports.vocabulary import RelayImpl
+from reports.vocabulary import AgentImpl, RelayImpl
 
 MATRIX_NATS = ("open", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric")
 MATRIX_MODES = {"stun": (), "turn": ("udp", "tcp", "tls")}
@@ -32,30 +33,27 @@ DEFAULT_JOBS = 3
 
 def default_matrix(
     relays: Iterable[str] = (RelayImpl.INREPO,),
-    nats: Iterable[str] = MATRIX_NATS,
+    nats: Sequence[str] = MATRIX_NATS,
     modes: Iterable[str] = ("stun", "turn"),
     trials: int = 1,
     seed: int = 0,
     run_id: str = "",
+    agent_pairs: Iterable[tuple[str, str]] = ((AgentImpl.AIOICE, AgentImpl.AIOICE),),
 ) -> list[CellSpec]:
-    nats = list(nats)
-    cells = []
-    for relay in relays:
-        for mode in modes:
-            for a in nats:
-                for b in nats:
-                    for trial in range(trials):
-                        cells.append(
-                            CellSpec(
-                                CellIntent(nat_a=a, nat_b=b, turn_transports=MATRIX_MODES[mode]),
-                                scenario=f"matrix-{mode}",
-                                relay_impl=relay,
-                                trial=trial,
-                                seed=seed,
-                                run_id=run_id,
-                            )
-                        )
-    return cells
+    grid = itertools.product(relays, list(agent_pairs), modes, nats, nats, range(trials))
+    return [
+        CellSpec(
+            CellIntent(nat_a=a, nat_b=b, turn_transports=MATRIX_MODES[mode]),
+            scenario=f"matrix-{mode}",
+            relay_impl=relay,
+            agent_a=agents[0],
+            agent_b=agents[1],
+            trial=trial,
+            seed=seed,
+            run_id=run_id,
+        )
+        for relay, agents, mode, a, b, trial in grid
+    ]
 
 
 @dataclass
@@ -64,6 +62,7 @@ class Progress:
     done: int = 0
     running: int = 0
     failed: int = 0  # not as expected
+    skipped: int = 0  # an implementation is not installed here
     started: float = 0.0
 
     def eta_s(self) -> float | None:
@@ -113,7 +112,9 @@ class MatrixRunner:
             with self._lock:
                 progress.running -= 1
                 progress.done += 1
-                if row.outcome != row.expected:
+                if row_skipped(row):
+                    progress.skipped += 1
+                elif row.outcome != row.expected:
                     progress.failed += 1
             if on_progress:
                 on_progress(progress, row)

@@ -27,16 +27,19 @@ from pathlib import Path
 from typing import Any
 
 from lab.agents.agent_result import AgentResult
+from lab.agents.contract import AgentInputs, HostPort, TurnServer, read_events
+from lab.agents.launch import hosts_file, with_hosts
+from lab.agents.registry import implementation, skip_reason
 from lab.agents.relays import RelaySpec, start_relay
 from lab.certs import lab_certs
 from lab.expectations import CellIntent, combine_sides, expected_outcome
 from lab.nat.behavior import declared, declared_short, short_form
 from lab.session import LabError, LabNetwork
-from lab.topologies.addressing import RELAY_IPS, SIGNALING_IP
+from lab.topologies.addressing import LAB_NAMES, RELAY_IPS, RELAY_NAME, SIGNALING_IP
 from lab.topologies.base import SideSpec
 from lab.topologies.catalog import topology
 from reports.schema import ResultRow
-from reports.vocabulary import RELAY_IMPLS, Outcome, RelayImpl
+from reports.vocabulary import AGENT_IMPLS, RELAY_IMPLS, SKIPPED, AgentImpl, Outcome, RelayImpl
 
 TURN_SECRET = "natlab-rest-secret"
 AGENT_TIMEOUT = 25.0
@@ -44,6 +47,9 @@ FAULTS = ("kill-relay", "kill-signaling", "kill-agent-b")
 SIDES = ("a", "b")
 # The weaker relay transport of the two sides names the cell's relay_protocol.
 _RELAY_PROTOCOL_RANK = {"udp": 3, "tcp": 2, "tls": 1}
+# flags only one implementation takes (beyond the contract's)
+_EXTRA_FLAGS: dict[str, tuple[str, ...]] = {AgentImpl.AIOICE: ("--nomination-wait", "1.0")}
+TIMELINE_MAX_EVENTS = 400  # per cell, in the row; the cell's events files keep them all
 
 
 @dataclass(frozen=True)
@@ -54,6 +60,8 @@ class CellSpec:
     intent: CellIntent = field(default_factory=CellIntent)
     scenario: str = "adhoc"
     relay_impl: str = RelayImpl.INREPO
+    agent_a: str = AgentImpl.AIOICE  # the ICE implementation on each side (lab.agents)
+    agent_b: str = AgentImpl.AIOICE
     trial: int = 0
     seed: int = 0
     run_id: str = ""
@@ -79,6 +87,11 @@ class CellSpec:
             raise ValueError(f"unknown TURN transports {sorted(bad)}; valid: udp, tcp, tls")
         if self.relay_impl not in RELAY_IMPLS:
             raise ValueError(f"unknown relay {self.relay_impl!r}; valid: {', '.join(RELAY_IMPLS)}")
+        for agent in (self.agent_a, self.agent_b):
+            if agent not in AGENT_IMPLS:
+                raise ValueError(
+                    f"unknown agent implementation {agent!r}; valid: {', '.join(AGENT_IMPLS)}"
+                )
         if self.fault is not None and self.fault not in FAULTS:
             raise ValueError(f"unknown fault {self.fault!r}; valid: {', '.join(FAULTS)}")
 
@@ -93,6 +106,8 @@ class CellSpec:
         if (i.firewall_a, i.firewall_b) != ("open", "open"):
             parts += [f"fw-{i.firewall_a}", f"fw-{i.firewall_b}"]
         parts += [self.relay_impl, i.ice_policy, "+".join(i.turn_transports) or "stun"]
+        if (self.agent_a, self.agent_b) != (AgentImpl.AIOICE, AgentImpl.AIOICE):
+            parts.append(f"{self.agent_a}-x-{self.agent_b}")
         if self.fault:
             parts.append(f"{self.fault}@{self.fault_after_s:g}s")
         if self.throughput_mbps:
@@ -112,7 +127,9 @@ class CellRun:
 
     observed: dict[str, str | None] = field(default_factory=dict)  # side -> "EIM/APDF"
     agents: dict[str, AgentResult] = field(default_factory=dict)  # side -> its result
+    timeline: str | None = None  # both sides' events, as the row's timeline column
     lab_error: str | None = None
+    skipped: str | None = None  # why the cell could not run here
 
 
 @dataclass(frozen=True)
@@ -124,6 +141,11 @@ class CellResult:
     @property
     def as_expected(self) -> bool:
         return row_as_expected(self.row)
+
+
+def row_skipped(row: ResultRow) -> bool:
+    """The cell did not run here (an implementation is not installed): neither pass nor fail."""
+    return (row.error or "").startswith(f"{SKIPPED}:")
 
 
 def row_as_expected(row: ResultRow) -> bool:
@@ -162,12 +184,14 @@ def build_row(
     intent = spec.intent
     a, b = run.agents.get("a"), run.agents.get("b")
     errors = [f"{side}: {r.error}" for side, r in run.agents.items() if r.error]
+    if run.skipped:
+        errors = [f"{SKIPPED}: {run.skipped}"]
     if spec.fault and run.lab_error is None:
         errors.insert(0, f"fault injected: {spec.fault} at {spec.fault_after_s}s")
     protocols = [r.relay_protocol for r in (a, b) if r is not None and r.relay_protocol]
     checks = [r.checks_sent for r in (a, b) if r is not None and r.checks_sent is not None]
     outcome: str | None = None
-    if run.lab_error is None:
+    if run.lab_error is None and run.skipped is None:
         views = [None if r is None or r.error else r.outcome for r in (a, b)]
         outcome = combine_sides(*views)
     path = f"{a.local_type}->{a.remote_type}" if a and a.local_type and a.remote_type else None
@@ -204,6 +228,31 @@ def build_row(
         duration_s=round(duration_s, 3),
         nat_a_declared=declared_short(intent.nat_a),
         nat_b_declared=declared_short(intent.nat_b),
+        agent_a_impl=spec.agent_a,
+        agent_a_version=a.impl_version if a else None,
+        agent_b_impl=spec.agent_b,
+        agent_b_version=b.impl_version if b else None,
+        timeline=run.timeline,
+    )
+
+
+def timeline_json(cell_dir: Path, limit: int = TIMELINE_MAX_EVENTS) -> str | None:
+    """Both sides' events, merged in time order, as the row's ``timeline`` column: JSON
+    ``[[seconds since the first event, side, event, detail], ...]``, at most ``limit`` (the
+    first ones, and the last of each side, which say how a call ended)."""
+    events = sorted(
+        (e for side in SIDES for e in read_events(cell_dir / f"events-{side}.jsonl")),
+        key=lambda e: e.t,
+    )
+    if not events:
+        return None
+    if len(events) > limit:
+        last = {e.peer: e for e in events}
+        kept = events[: limit - len(last)]
+        events = sorted(kept + [e for e in last.values() if e not in kept], key=lambda e: e.t)
+    t0 = events[0].t
+    return json.dumps(
+        [[round(e.t - t0, 4), e.peer, e.event, e.detail] for e in events], separators=(",", ":")
     )
 
 
@@ -213,10 +262,11 @@ def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
     cell_dir = workdir / spec.name
     shutil.rmtree(cell_dir, ignore_errors=True)
     cell_dir.mkdir(parents=True)
-    run = CellRun()
+    run = CellRun(skipped=skip_reason((spec.agent_a, spec.agent_b)))
     keep = False
     try:
-        keep = _run(spec, workdir, cell_dir, run)
+        if run.skipped is None:
+            keep = _run(spec, workdir, cell_dir, run)
     except LabError as err:
         run.lab_error = str(err)
         (cell_dir / "lab-error.txt").write_text(f"{err}\n\n{err.evidence}")
@@ -230,7 +280,7 @@ def run_cell(spec: CellSpec, workdir: Path) -> CellResult:
     )
     (cell_dir / "row.json").write_text(json.dumps(row.as_dict(), indent=2, default=str))
     result = CellResult(row, dict(run.agents))
-    keep = keep or spec.keep_artifacts or not result.as_expected
+    keep = keep or spec.keep_artifacts or not (result.as_expected or row_skipped(row))
     if not keep:
         shutil.rmtree(cell_dir, ignore_errors=True)
         return result
@@ -242,11 +292,9 @@ def _run(spec: CellSpec, workdir: Path, cell_dir: Path, run: CellRun) -> bool:
     intent = spec.intent
     certs = lab_certs(workdir / "certs")
     topo = topology(intent.topology)
-    sides = {
-        "a": SideSpec(intent.nat_a, intent.firewall_a),
-        "b": SideSpec(intent.nat_b, intent.firewall_b),
-    }
-    with LabNetwork(topo, defer_firewalls=True, **sides) as lab:
+    side_a = SideSpec(intent.nat_a, intent.firewall_a)
+    side_b = SideSpec(intent.nat_b, intent.firewall_b)
+    with LabNetwork(topo, defer_firewalls=True, a=side_a, b=side_b) as lab:
         pcap = _start_capture(lab, cell_dir)
         relay_spec = RelaySpec(
             impl=spec.relay_impl,
@@ -268,6 +316,7 @@ def _run(spec: CellSpec, workdir: Path, cell_dir: Path, run: CellRun) -> bool:
         if spec.bandwidth_cap_mbps:
             _cap_bandwidth(lab, spec.bandwidth_cap_mbps)
         run.agents = _run_agents(lab, spec, certs.ca, cell_dir, relay, signaling)
+        run.timeline = timeline_json(cell_dir)
         provisional = build_row(spec, run, relay_version=None, started=0.0, duration_s=0.0)
         failed = not row_as_expected(provisional)
         if failed or spec.keep_artifacts:
@@ -351,43 +400,39 @@ def _drain(stream: Any, sink: Any) -> None:
             sink.flush()
 
 
-def _agent_argv(spec: CellSpec, side: str, ca: Path, room: str) -> list[str]:
+def _agent_inputs(spec: CellSpec, side: str, ca: Path, room: str, cell_dir: Path) -> AgentInputs:
+    """The contract's inputs for one side (lab.agents.contract): the lab's signaling, relay and
+    credentials, the cell's policy, and the side's own directory and timeline file."""
+    impl = spec.agent_a if side == "a" else spec.agent_b
     relay = RELAY_IPS[0]
-    argv = [
-        sys.executable,
-        "-m",
-        "lab.agents.ice_agent",
-        "--peer",
-        side,
-        "--controlling" if side == "a" else "--controlled",
-        "--room",
-        room,
-        "--signaling",
-        f"{SIGNALING_IP}:443",
-        "--cafile",
-        str(ca),
-        "--stun",
-        f"{relay}:443",
-        "--turn-secret",
-        TURN_SECRET,
-        "--policy",
-        spec.intent.ice_policy,
-        "--timeout",
-        str(_agent_timeout(spec)),
-        "--nomination-wait",
-        "1.0",
-    ]
-    endpoints = {
-        "udp": ("--turn-udp", 443),
-        "tcp": ("--turn-tcp", 3478),
-        "tls": ("--turn-tls", 443),
-    }
-    for transport in spec.intent.turn_transports:
-        flag, port = endpoints[transport]
-        argv += [flag, f"{relay}:{port}"]
-    if spec.throughput_mbps:
-        argv += ["--throughput-mbps", str(spec.throughput_mbps), "--throughput-seconds", "3"]
-    return argv
+    # TLS by name, as browsers need it (Firefox refuses an IP in turns:); every agent resolves
+    # it through the cell's hosts file and checks the certificate against it
+    endpoints = {"udp": (relay, 443), "tcp": (relay, 3478), "tls": (RELAY_NAME, 443)}
+    workdir = cell_dir / f"agent-{side}"
+    workdir.mkdir(exist_ok=True)
+    return AgentInputs(
+        peer=side,
+        controlling=side == "a",
+        room=room,
+        signaling=HostPort(SIGNALING_IP, 443),
+        cafile=str(ca),
+        stun=HostPort(relay, 443),
+        turn=tuple(TurnServer(t, HostPort(*endpoints[t])) for t in spec.intent.turn_transports),
+        turn_secret=TURN_SECRET,
+        policy=spec.intent.ice_policy,
+        timeout=_agent_timeout(spec),
+        throughput_mbps=spec.throughput_mbps,
+        throughput_seconds=3.0 if spec.throughput_mbps else None,
+        events=str(cell_dir / f"events-{side}.jsonl"),
+        workdir=str(workdir),
+        extra=_EXTRA_FLAGS.get(impl, ()),
+    )
+
+
+def _agent_argv(spec: CellSpec, side: str, ca: Path, room: str, cell_dir: Path) -> list[str]:
+    impl = implementation(spec.agent_a if side == "a" else spec.agent_b)
+    argv = impl.argv(_agent_inputs(spec, side, ca, room, cell_dir))
+    return with_hosts(argv, hosts_file(cell_dir / "hosts", LAB_NAMES))
 
 
 def _agent_timeout(spec: CellSpec) -> float:
@@ -411,9 +456,8 @@ def _run_agents(
     procs = {}
     for side in SIDES:
         err = (cell_dir / f"agent-{side}.log").open("wb")
-        procs[side] = lab.popen(
-            peers[side], _agent_argv(spec, side, ca, room), stdout=subprocess.PIPE, stderr=err
-        )
+        argv = _agent_argv(spec, side, ca, room, cell_dir)
+        procs[side] = lab.popen(peers[side], argv, stdout=subprocess.PIPE, stderr=err)
     timer = None
     if spec.fault:
         victim = {"kill-relay": relay.proc, "kill-signaling": signaling, "kill-agent-b": procs["b"]}

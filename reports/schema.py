@@ -52,6 +52,12 @@ class ResultRow:
     duration_s: float | None = None
     nat_a_declared: str | None = None  # "EIM/APDF": what the preset says the probe must see
     nat_b_declared: str | None = None
+    agent_a_impl: str | None = None  # vocabulary.AGENT_IMPLS
+    agent_a_version: str | None = None
+    agent_b_impl: str | None = None
+    agent_b_version: str | None = None
+    # both sides' events, JSON: [[seconds since the cell's first event, side, event, detail]]
+    timeline: str | None = None
 
     def __post_init__(self) -> None:
         for column in ("expected", "outcome"):
@@ -83,7 +89,10 @@ _HINTS = get_type_hints(ResultRow)
 # column -> pandas dtype (nullable dtypes, so NA is representable everywhere)
 COLUMNS: dict[str, str] = {f.name: _dtype(_HINTS[f.name]) for f in fields(ResultRow)}
 # Columns added after round 1: a results file written before them reads them as NA.
-ADDED_COLUMNS = ("nat_a_declared", "nat_b_declared")
+ADDED_COLUMNS = (
+    "nat_a_declared", "nat_b_declared", "agent_a_impl", "agent_a_version", "agent_b_impl",
+    "agent_b_version", "timeline",
+)  # fmt: skip
 
 
 class SchemaError(ValueError):
@@ -161,6 +170,8 @@ ROW_KEY = (
     "relay_impl",
     "ice_policy",
     "turn_transports",
+    "agent_a_impl",
+    "agent_b_impl",
     "trial",
 )
 # One cell (all its trials), independent of the relay: what two runs or two relays compare on.
@@ -173,6 +184,8 @@ CELL_KEY = (
     "firewall_b",
     "ice_policy",
     "turn_transports",
+    "agent_a_impl",
+    "agent_b_impl",
 )
 
 

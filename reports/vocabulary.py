@@ -37,6 +37,11 @@ RELAY_REMOTE = "relay-remote"
 AGENT_VIEWS: tuple[str, ...] = (*OUTCOMES[:-1], RELAY_REMOTE, Outcome.FAIL.value)
 
 
+# The ``error`` of a row whose cell could not run here (an implementation is not installed)
+# starts with "skipped:": neither passed nor failed.
+SKIPPED = "skipped"
+
+
 class RelayImpl(StrEnum):
     """The TURN servers the lab runs: the in-repo relay (``relay/``) and coturn."""
 
@@ -45,6 +50,19 @@ class RelayImpl(StrEnum):
 
 
 RELAY_IMPLS: tuple[str, ...] = tuple(r.value for r in RelayImpl)
+
+
+class AgentImpl(StrEnum):
+    """The ICE implementations the lab runs as agents (lab/agents/<name>/)."""
+
+    AIOICE = "aioice"
+    CHROMIUM = "chromium"
+    FIREFOX = "firefox"
+    PION = "pion"
+    LIBNICE = "libnice"
+
+
+AGENT_IMPLS: tuple[str, ...] = tuple(a.value for a in AgentImpl)
 
 # RFC 8445 section 5.1.1 candidate types, and the transport a relay candidate was reached by
 CANDIDATE_TYPES = ("host", "srflx", "prflx", "relay")

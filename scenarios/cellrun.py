@@ -42,10 +42,12 @@ def selected_params(request: pytest.FixtureRequest, name: str) -> list[tuple[str
     value once: deselected cells never run. Ids repeat across test functions; values do not."""
     found: list[tuple[str, Any]] = []
     for item in request.session.items:
-        if item.module is not request.module or item.get_closest_marker("skip"):
+        if getattr(item, "module", None) is not request.module:
             continue
         callspec = getattr(item, "callspec", None)
-        value = callspec.params.get(name) if callspec else None
+        if callspec is None or item.get_closest_marker("skip"):
+            continue
+        value = callspec.params.get(name)
         if value is not None and all(value != seen for _, seen in found):
             found.append((callspec.id, value))
     return found

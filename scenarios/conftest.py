@@ -69,7 +69,7 @@ def _write_results(run_id: str) -> Iterator[None]:
     parquet, csv = write_results(frame, str(OUT / run_id / "results"))
     print(f"\nscenario results: {parquet} {csv}")
     try:
-        from reports.html import write_html  # type: ignore[import-not-found]
+        from reports.html import write_html
     except ImportError:
         return
     html = OUT / run_id / "report.html"

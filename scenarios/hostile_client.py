@@ -168,7 +168,9 @@ def describe(response: Message | None) -> str:
     return f"{attr.code} {attr.reason}".strip() if attr else "error without ERROR-CODE"
 
 
-def attempt(client: HostileClient, label: str, ip_text: str, port: int, channel: int) -> dict:
+def attempt(
+    client: HostileClient, label: str, ip_text: str, port: int, channel: int
+) -> dict[str, Any]:
     """CreatePermission, Send, ChannelBind, ChannelData towards one target."""
     ip = ipaddress.ip_address(ip_text)
     payload = f"HOSTILE {label} -> [{ip_text}]:{port}".encode()

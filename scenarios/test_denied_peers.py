@@ -237,7 +237,9 @@ def test_seed_config_with_allowed_lab_internet_relays(
 def permission_answers(pcap: Path) -> dict[tuple[str, str, str], int]:
     """(method, peer IP, "success" or error code) -> count, for CreatePermission and
     ChannelBind over UDP in a capture: requests matched to answers by transaction id."""
-    from scapy.all import UDP, rdpcap  # a project dependency; imported only where needed
+    # a project dependency; imported only where needed
+    from scapy.layers.inet import UDP
+    from scapy.utils import rdpcap
 
     from relay.stun import (
         ErrorCodeAttr,
@@ -512,7 +514,7 @@ def test_hostile_client_cannot_reach_internal_targets(impl: str, workdir: Path) 
     for where, lines in captured.items():
         for line in lines:
             port = dst_port(line)
-            if port in hostile_ports:
+            if port is not None and port in hostile_ports:
                 leaks.setdefault(port, []).append(f"{where[0]}:{where[1]}: {line}")
             elif port == SELF_CHECK_PORT:
                 self_seen[where] = self_seen.get(where, 0) + 1

@@ -164,6 +164,7 @@ def _assert_rung(spec: CellSpec, want: str, run: tuple[Path, list[ResultRow]]) -
     assert row.expected == want
     outcome = row.outcome
     why = _explain(spec, row, workdir)
+    assert outcome is not None, f"no outcome: {why}"
     assert LADDER.get(outcome, -1) >= LADDER[want], f"lower rung than the policy allows: {why}"
     assert outcome == want, f"higher rung than the policy allows: {why}"
     assert not row.error, why

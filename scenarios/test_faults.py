@@ -143,7 +143,7 @@ CHAINS = [
         ),
     ),
 ]
-# what the faulted side reports (lab.agents.ice_agent errors, lab.run for a killed agent)
+# what the faulted side reports (lab.agents.aioice errors, lab.run for a killed agent)
 AGENT_ERRORS = {
     "kill-relay": (re.compile(r"\b[ab]: \S+"),),
     "kill-signaling": (re.compile(r"\b[ab]: signaling-failed"),),
@@ -270,9 +270,11 @@ def test_fault_ends_in_time_and_next_cell_connects(chain: Chain, fault_run: Faul
     error = fault_row.error or ""
     # what failed: the injected fault, and the agents' own errors (the kill landed mid-run)
     assert error.startswith(f"fault injected: {spec.fault} at {spec.fault_after_s}s"), why
+    assert spec.fault is not None
     for pattern in AGENT_ERRORS[spec.fault]:
         assert pattern.search(error), f"no agent error {pattern.pattern!r}: {why}"
     assert fault_row.outcome == "fail", why
+    assert fault_row.duration_s is not None
     assert fault_row.duration_s < spec.agent_timeout + LAB_OVERHEAD_S, f"too slow: {why}"
     # the next cell is not hurt by what the fault left behind
     after = chain.after

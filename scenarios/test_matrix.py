@@ -34,9 +34,10 @@ def matrix_rows(
     cells = default_matrix(relays=relays, modes=MODES, run_id=run_id)
     rows = MatrixRunner(scenario_workdir / "matrix", jobs=JOBS).run(cells)
     record_rows(rows)
-    table = {}
+    table: dict[tuple[str, ...], Any] = {}
     for cell, row in zip(cells, rows, strict=True):
-        table[(cell.relay_impl, cell.scenario, cell.nat_a, cell.nat_b)] = (cell, row)
+        key = (cell.relay_impl, cell.scenario, cell.intent.nat_a, cell.intent.nat_b)
+        table[key] = (cell, row)
     print()
     for (relay, scenario, a, b), (_, row) in sorted(table.items()):
         mark = "ok " if row.outcome == row.expected else "XX "

@@ -4,7 +4,7 @@ Each router's WAN link gets a token bucket (``bandwidth_cap_mbps`` -> tbf on bot
 WAN interfaces, egress), so a stream from A to B crosses exactly one cap: A's uplink. The
 controlling agent sends 1000-byte datagrams over the nominated ICE pair at
 ``throughput_mbps`` for 3 s; the controlled agent counts the payload bytes it receives and
-divides by the sender's sending time (``lab.agents.ice_agent``: goodput, not wire rate). That
+divides by the sender's sending time (``lab.agents.aioice``: goodput, not wire rate). That
 figure is the row's ``throughput_mbps``.
 
 Rates chosen:
@@ -110,7 +110,7 @@ def _print_table(rows: list[ResultRow], title: str) -> None:
     for r in rows:
         mbps = r.throughput_mbps
         shown = f"{mbps:7.2f}" if isinstance(mbps, int | float) else f"{'NA':>7}"
-        cell = f"{r.scenario.removeprefix('throughput-')} {r.ice_policy}"
+        cell = f"{(r.scenario or '').removeprefix('throughput-')} {r.ice_policy}"
         print(
             f"{cell:22} {r.relay_impl:7} {r.expected!s:9} {r.outcome!s:9} {shown} "
             f"{r.duration_s:6.1f}  {one_line(r.error)[:90]}"
@@ -151,6 +151,7 @@ def test_throughput_reaches_the_cap(
     spec: CellSpec, throughput_run: tuple[Path, list[ResultRow]]
 ) -> None:
     row, why = _connected_row(spec, throughput_run)
+    assert row.throughput_mbps is not None, why
     assert row.throughput_mbps >= MIN_SHARE * CAP_MBPS, why
     assert row.throughput_mbps <= OVER_CAP_TOLERANCE * CAP_MBPS, why
 
@@ -160,6 +161,7 @@ def test_throughput_cap_holds_when_sending_above_it(
     spec: CellSpec, throughput_run: tuple[Path, list[ResultRow]]
 ) -> None:
     row, why = _connected_row(spec, throughput_run)
+    assert row.throughput_mbps is not None, why
     assert row.throughput_mbps <= OVER_CAP_TOLERANCE * CAP_MBPS, f"cap not applied: {why}"
     assert row.throughput_mbps >= MIN_SHARE * CAP_MBPS, why
 

@@ -117,6 +117,8 @@ class AgentResult:
     peer: str
     role: str
     started_at: str
+    impl: str | None = None  # reports.vocabulary.AGENT_IMPLS
+    impl_version: str | None = None  # e.g. "aioice 0.10.1", "Chromium 156.0.8078.114"
     outcome: str = Outcome.FAIL
     local_type: str | None = None
     remote_type: str | None = None

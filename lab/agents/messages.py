@@ -94,7 +94,9 @@ class Description(TypedDict):
     pwd: str
     candidates: list[Candidate]
     throughput: ThroughputPlan | None  # the controlling side's bulk test, if any
-    impl: NotRequired[str]  # lab.agents implementation name of the sender
+    impl: NotRequired[str]  # reports.vocabulary.AgentImpl of the sender
+    data: NotRequired[list[str]]  # lab.agents.contract.DataPlane values, preferred first
+    sdp: NotRequired[str]  # the sender's full SDP, for a peer that can use it (browsers)
 
 
 class Connected(TypedDict):

@@ -27,6 +27,7 @@ from relayproc import ROOT, ManagedProcess, free_port, managed_process, relay_su
 from streamutil import make_cert
 
 from lab.agents.agent_result import AgentResult
+from lab.agents.contract import read_events
 
 LOOPBACK = "127.0.0.1"
 SECRET = "natlab-agents-secret"
@@ -107,7 +108,7 @@ def agent_argv(
 ) -> list[str]:
     role = "--controlling" if peer == "a" else "--controlled"
     return [
-        sys.executable, "-m", "lab.agents.ice_agent", "--peer", peer, role, "--room", room,
+        sys.executable, "-m", "lab.agents.aioice", "--peer", peer, role, "--room", room,
         "--signaling", lab.signaling, "--cafile", str(lab.cert), "--turn-secret", SECRET,
         "--realm", "natlab", "--timeout", str(timeout), "--host-ip", LOOPBACK, *extra,
     ]  # fmt: skip
@@ -140,10 +141,17 @@ def agents(*argvs: Sequence[str]) -> Iterator[list[AgentRun]]:
 
 
 def run_pair(lab: Lab, room: str, *extra: str, timeout: float = AGENT_TIMEOUT) -> list[AgentRun]:
-    with agents(
+    return run_both(
         agent_argv(lab, "a", room, *extra, timeout=timeout),
         agent_argv(lab, "b", room, *extra, timeout=timeout),
-    ) as runs:
+        timeout=timeout,
+    )
+
+
+def run_both(
+    argv_a: Sequence[str], argv_b: Sequence[str], timeout: float = AGENT_TIMEOUT
+) -> list[AgentRun]:
+    with agents(argv_a, argv_b) as runs:
         threads = [threading.Thread(target=r.wait, args=(timeout + 10,)) for r in runs]
         for t in threads:
             t.start()
@@ -315,13 +323,14 @@ def test_agents_killed_peer_ends_the_other_with_an_error(lab: Lab) -> None:
 
 HUNG_AGENT = """
 import sys, time
-import lab.agents.ice_agent as agent
+import lab.agents.aioice.agent as agent
+import lab.agents.aioice.process as process
 
 async def hang(self):
     time.sleep(60)  # blocks the event loop: only the watchdog thread can end the process
 
 agent.Agent._gather = hang
-sys.exit(agent.main(sys.argv[1:]))
+sys.exit(process.main(sys.argv[1:]))
 """
 
 
@@ -330,7 +339,7 @@ def test_agents_watchdog_ends_a_hung_agent(lab: Lab, tmp_path: Path) -> None:
     script.write_text(HUNG_AGENT)
     timeout = 4.0
     argv = agent_argv(lab, "a", "hung", timeout=timeout)
-    argv[1:3] = [str(script)]  # instead of "-m lab.agents.ice_agent"
+    argv[1:3] = [str(script)]  # instead of "-m lab.agents.aioice"
     with agents(argv) as (run,):
         run.wait(timeout + 10)
     r = run.result
@@ -338,3 +347,101 @@ def test_agents_watchdog_ends_a_hung_agent(lab: Lab, tmp_path: Path) -> None:
     assert "watchdog" in run.stderr
     assert run.wall_s < timeout + 0.2, run.wall_s  # start-up included
     assert run.proc.returncode == 1
+
+
+def test_agents_timeline_events_and_implementation(lab: Lab, tmp_path: Path) -> None:
+    events = {side: tmp_path / f"events-{side}.jsonl" for side in "ab"}
+    extra = ("--policy", "relay", *lab.turn("udp"))
+    runs = run_both(
+        agent_argv(lab, "a", "timeline", *extra, "--events", str(events["a"])),
+        agent_argv(lab, "b", "timeline", *extra, "--events", str(events["b"])),
+    )
+    check_both(runs, "relay-udp", relay_protocol="udp")
+    order = [
+        "start", "joined", "gathered", "gathering-done", "description-sent",
+        "description-received", "nominated", "connected", "peer-connected", "exchanged", "done",
+    ]  # fmt: skip
+    for side, run in zip("ab", runs, strict=True):
+        r = run.result
+        assert r.impl == "aioice" and r.impl_version is not None, logs(runs)
+        assert r.impl_version.startswith("aioice 0.13"), r.impl_version
+        timeline = read_events(events[side])
+        assert {(e.peer, e.impl) for e in timeline} == {(side, "aioice")}
+        kinds = [e.event for e in timeline]
+        # each kind of the call appears, in the call's order (checks come in between)
+        assert [k for k in dict.fromkeys(kinds) if k in order] == order, kinds
+        assert "check-sent" in kinds and "check-answered" in kinds, kinds
+        assert kinds[-1] == "done" and "failed" not in kinds
+        assert sum(k.startswith("check-") for k in kinds) <= 200
+        assert [e.t for e in timeline] == sorted(e.t for e in timeline)
+        gathered = [e.detail for e in timeline if e.event == "gathered"]
+        assert len(gathered) == 1 and gathered[0] and gathered[0].startswith("candidate:")
+
+
+OTHER_PLANE_AGENT = """
+import sys
+import lab.agents.aioice.agent as agent
+import lab.agents.aioice.process as process
+
+agent.DATA_PLANES = ("pseudotcp",)  # a peer that speaks no datagram plane
+sys.exit(process.main(sys.argv[1:]))
+"""
+
+
+def test_agents_no_common_data_plane_skips_pings_and_throughput(lab: Lab, tmp_path: Path) -> None:
+    script = tmp_path / "other_plane_agent.py"
+    script.write_text(OTHER_PLANE_AGENT)
+    events = tmp_path / "events-a.jsonl"
+    extra = ("--policy", "relay", *lab.turn("udp"), "--throughput-mbps", "2")
+    extra += ("--throughput-seconds", "1")
+    argv_b = agent_argv(lab, "b", "planes", *extra)
+    argv_b[1:3] = [str(script)]  # instead of "-m lab.agents.aioice"
+    runs = run_both(agent_argv(lab, "a", "planes", *extra, "--events", str(events)), argv_b)
+    detail = logs(runs)
+    for r, run in zip(results(runs), runs, strict=True):
+        assert (r.error, r.outcome, run.proc.returncode) == (None, "relay-udp", 0), detail
+        assert r.rtt_ms is None and r.throughput_mbps is None, detail
+        assert r.time_to_connect_s is not None and r.checks_sent, detail
+    exchanged = [e.detail or "" for e in read_events(events) if e.event == "exchanged"]
+    assert len(exchanged) == 1 and exchanged[0].startswith("skipped"), exchanged
+
+
+def _ca_bundle(tmp_path: Path, *certs: Path) -> Path:
+    bundle = tmp_path / "ca-bundle.pem"
+    bundle.write_text("".join(cert.read_text() for cert in certs))
+    return bundle
+
+
+def test_agents_turn_tls_by_name_verifies_that_name(lab: Lab, tmp_path: Path) -> None:
+    # a relay whose certificate names "localhost" (and 127.0.0.1); the agents are given the
+    # name, resolve it and must check the certificate against it
+    cert, key = make_cert(tmp_path, "named", cn="localhost")
+    tls_port = free_port()
+    relay_args = (
+        "-n", "--tls-listening-port", str(tls_port), "--cert", str(cert), "--pkey", str(key),
+        "--use-auth-secret", "--static-auth-secret", SECRET, "--allow-loopback-peers",
+        "--min-port", "42100", "--max-port", "42199",
+    )  # fmt: skip
+    bundle = _ca_bundle(tmp_path, lab.cert, cert)
+    with relay_subprocess(*relay_args):
+        runs = run_pair(
+            lab, "tls-by-name", "--cafile", str(bundle), "--policy", "relay",
+            "--turn-tls", f"localhost:{tls_port}",
+        )  # fmt: skip
+    check_both(runs, "relay-tls", local_type="relay", relay_protocol="tls")
+    assert "turn-tls localhost:" in runs[0].stderr, logs(runs)
+
+
+def test_agents_turn_tls_by_name_refuses_a_certificate_for_another_name(lab: Lab) -> None:
+    # the lab relay's certificate is valid for 127.0.0.1 and "natlab-test", not "localhost":
+    # reached by the name, it must be refused although the address matches
+    runs = run_pair(
+        lab, "tls-wrong-name", "--policy", "relay", "--turn-tls", f"localhost:{lab.tls_port}",
+        "--gather-timeout", "3", timeout=10,
+    )  # fmt: skip
+    a, b = results(runs)
+    assert {a.error, b.error} <= {"gather-failed", "peer-gather-failed"}, logs(runs)
+    assert "gather-failed" in {a.error, b.error}, logs(runs)
+    stderr = runs[0].stderr + runs[1].stderr
+    assert "CERTIFICATE_VERIFY_FAILED" in stderr, logs(runs)
+    assert "certificate is not valid for 'localhost'" in stderr, logs(runs)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from pathlib import Path
 
 import pytest
 
@@ -20,13 +21,17 @@ from lab.agents.agent_result import (
     relay_candidate_priority,
     throughput_mbps,
 )
-from lab.agents.ice_agent import build_parser, config_from_args, turn_rest_credentials
+from lab.agents.aioice.config import build_parser, config_from_args, turn_rest_credentials
+from lab.agents.contract import HostPort
 from lab.agents.signaling import decode, encode, parse_hostport
+from lab.certs import lab_certs
 
 RESULT_KEYS = [
     "peer",
     "role",
     "started_at",
+    "impl",
+    "impl_version",
     "outcome",
     "local_type",
     "remote_type",
@@ -161,10 +166,26 @@ def test_agent_config_defaults_and_ports() -> None:
     cfg = _config(
         "--cafile", "ca.pem", "--timeout", "10", "--turn-tls", "198.18.0.1", "--turn-secret", "s"
     )
-    assert cfg.turn_tls == ("198.18.0.1", 443) and cfg.turn_secret == "s"
-    assert cfg.signaling == ("127.0.0.1", 4443) and cfg.signaling_tls
-    assert cfg.exchange == 10 and cfg.policy == "all" and cfg.role == "controlling"
-    assert cfg.throughput_mbps is None and cfg.host_ips is None
+    inp = cfg.inputs
+    assert inp.turn_for("tls") == HostPort("198.18.0.1", 443) and inp.turn_secret == "s"
+    assert inp.signaling == HostPort("127.0.0.1", 4443) and cfg.signaling_tls
+    assert inp.exchange == 10 and inp.policy == "all" and inp.role == "controlling"
+    assert inp.throughput_mbps is None and cfg.host_ips is None
+    assert cfg.nomination_wait == 2.0 and cfg.gather_timeout == 5.0
+
+
+def test_agent_config_turn_tls_by_name_keeps_the_name(tmp_path: Path) -> None:
+    cfg = _config(
+        "--cafile", str(lab_certs(tmp_path).ca), "--timeout", "10", "--turn-tls", "turn.lab.test",
+        "--turn-udp", "198.18.0.2:443", "--turn-secret", "s", "--nomination-wait", "1",
+    )  # fmt: skip
+    udp, tls = cfg.turn_endpoints(now=1_700_000_000.0)
+    assert (udp.protocol, udp.addr, udp.ssl_context) == ("udp", ("198.18.0.2", 443), None)
+    # aioice hands the name to asyncio, which resolves it and checks the certificate against it
+    assert (tls.protocol, tls.addr, tls.aioice_transport) == ("tls", ("turn.lab.test", 443), "tcp")
+    assert tls.ssl_context is not None and tls.ssl_context.check_hostname
+    assert udp.username == tls.username == "1700003600:a"
+    assert cfg.nomination_wait == 1.0
 
 
 @pytest.mark.parametrize(
@@ -185,6 +206,8 @@ def test_agent_config_defaults_and_ports() -> None:
             "1",
         ],
         ["--cafile", "c", "--timeout", "10", "--exchange", "-1"],
+        ["--cafile", "c", "--timeout", "10", "--gather-timeout", "0"],
+        ["--cafile", "c", "--timeout", "10", "--nomination-wait", "-1"],
     ],
 )
 def test_agent_config_rejects_bad_arguments(extra: list[str]) -> None:
