@@ -3,7 +3,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 DEB_PACKAGES := mininet bridge-utils net-tools nftables iproute2 iputils-ping coturn iperf3 \
-	conntrack tcpdump python3-venv python3-pip python3-dev gcc openssl chromium
+	conntrack tcpdump python3-venv python3-pip python3-dev gcc openssl chromium \
+	chromium-driver firefox-esr libnss3-tools golang-go golang-github-pion-ice.v2-dev \
+	gir1.2-nice-0.1 python3-gi
+PION_SOURCES := $(wildcard lab/agents/pion/agent/*.go lab/agents/pion/agent/go.mod)
 STAMP := $(VENV)/.natlab-installed
 
 .PHONY: setup test matrix bench clean lint
@@ -13,7 +16,7 @@ setup: $(STAMP)
 # Idempotent: apt only runs when a package is missing; the venv and the
 # editable install (which compiles the relay's C packet loop) are redone only
 # when pyproject.toml, setup.py or the C source change.
-$(STAMP): pyproject.toml setup.py relay/server/_datapath.c
+$(STAMP): pyproject.toml setup.py relay/server/_datapath.c $(PION_SOURCES)
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null \
 		| grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -23,6 +26,7 @@ $(STAMP): pyproject.toml setup.py relay/server/_datapath.c
 	fi
 	@[ -x $(PY) ] || /usr/bin/python3 -m venv --system-site-packages $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -e '.[test,fast]'
+	$(PY) -m lab.agents.pion.build
 	@touch $(STAMP)
 
 test: setup
