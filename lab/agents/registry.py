@@ -16,9 +16,22 @@ def implementation(name: str) -> Implementation:
     """The implementation called ``name``; ValueError listing the valid names otherwise."""
     if name not in AGENT_IMPLS:
         raise ValueError(f"unknown agent implementation {name!r}; valid: {', '.join(AGENT_IMPLS)}")
-    module = importlib.import_module(f"lab.agents.{name}")
+    try:
+        module = importlib.import_module(f"lab.agents.{name}")
+    except ImportError as err:  # a driver's own import failed: say so, as a missing install
+        return _unavailable(name, f"lab.agents.{name} cannot be imported: {err}")
     found: Implementation = module.IMPLEMENTATION
     return found
+
+
+def _unavailable(name: str, why: str) -> Implementation:
+    return Implementation(
+        name=name,
+        command=lambda: [],
+        version=lambda: None,
+        missing=lambda: why,
+        data_planes=(),
+    )
 
 
 def implementations() -> list[Implementation]:

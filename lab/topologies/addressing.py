@@ -49,7 +49,7 @@ class SideAddresses:
 
     def lan(self, public: bool) -> ipaddress.IPv4Network:
         base = "198.19" if public else "10.0"
-        return ipaddress.ip_network(f"{base}.{self.index}.0/24")
+        return ipaddress.IPv4Network(f"{base}.{self.index}.0/24")
 
     def peer_ip(self, public: bool, n: int = 0) -> str:
         return str(self.lan(public).network_address + 2 + n)
@@ -57,11 +57,11 @@ class SideAddresses:
     # carrier-grade NAT: home LAN 192.168.N/24 behind the home router, CGN layer 100.64.N/24
     @property
     def home_lan(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(f"192.168.{self.index}.0/24")
+        return ipaddress.IPv4Network(f"192.168.{self.index}.0/24")
 
     @property
     def cgn_lan(self) -> ipaddress.IPv4Network:
-        return ipaddress.ip_network(f"100.64.{self.index}.0/24")
+        return ipaddress.IPv4Network(f"100.64.{self.index}.0/24")
 
 
 def in_plan(network: str) -> bool:

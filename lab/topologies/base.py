@@ -57,7 +57,9 @@ class NatlabTopo(Topo):  # type: ignore[misc]
 
     kind = "base"
 
-    def build(self, run_id: str, **params: object) -> None:
+    def build(
+        self, run_id: str, a: SideSpec = SideSpec(), b: SideSpec = SideSpec(), **_: object
+    ) -> None:
         if not RUN_ID_RE.fullmatch(run_id):
             raise ValueError(f"run id {run_id!r} must be 4 lowercase hex digits")
         self.run_id = run_id
@@ -68,7 +70,7 @@ class NatlabTopo(Topo):  # type: ignore[misc]
         self.add_internet_host("web", WEB_IP)
         self.add_internet_host("sig", SIGNALING_IP)
         self.add_internet_host("hos", HOSTILE_IP)
-        self.build_sides(**params)
+        self.build_sides(a=a, b=b)
         # Public (open-preset) LANs lie inside 198.18.0.0/15, which every internet-facing node
         # sees as on-link: each of them needs a route through that side's router.
         outer_routers = [r[-1] for r in self.roles.routers.values()]
@@ -77,7 +79,8 @@ class NatlabTopo(Topo):  # type: ignore[misc]
             own_wan = info.get("wan_ip")
             info["routes"] = [(lan, via) for lan, via in self.open_lans if via != own_wan]
 
-    def build_sides(self, **params: object) -> None:
+    def build_sides(self, a: SideSpec = SideSpec(), b: SideSpec = SideSpec(), **_: object) -> None:
+        """Add the topology's sides (A and B) and their peers; each topology says how."""
         raise NotImplementedError
 
     # ------------------------------------------------------------------ helpers

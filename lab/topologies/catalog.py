@@ -33,7 +33,10 @@ class SameLan(NatlabTopo):
 
     kind = "same-lan"
 
-    def build_sides(self, a: SideSpec = DEFAULT_SIDE, **_: object) -> None:
+    def build_sides(
+        self, a: SideSpec = DEFAULT_SIDE, b: SideSpec = DEFAULT_SIDE, **_: object
+    ) -> None:
+        # b shares a's LAN and NAT: its own spec has nothing to build
         self.add_side("a", 1, a, peers=2)
         self.roles.peers = {"a": "pa", "b": "pa2"}
 
