@@ -14,15 +14,34 @@ import logging
 import socket
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, Protocol, cast
 
 from relay.server.datapath import READS_PER_WAKEUP, Datapath, ToPeerTable
 from relay.stun.channeldata import StreamFramer
 from relay.stun.errors import StunDecodeError
 from relay.turn.addresses import Address, FiveTuple, Transport, canonical_host
 
-if TYPE_CHECKING:
-    from relay.server.app import RelayServer
+
+class PacketSink(Protocol):
+    """What a listener hands its traffic to (``relay.server.app.PacketSink``): listeners
+    know this much of the server and nothing else, so the import runs one way."""
+
+    @property
+    def channel_max(self) -> int: ...
+
+    def client_datagram(self, listener: UdpListener, five_tuple: FiveTuple, data: bytes) -> None:
+        """A datagram from a UDP client."""
+
+    def client_data(self, five_tuple: FiveTuple, data: bytes) -> None:
+        """One framed STUN message or ChannelData from a TCP/TLS client."""
+
+    def stream_opened(self, conn: StreamConnection) -> bool:
+        """A TCP/TLS connection arrived; False closes it (connection limit)."""
+
+    def stream_closed(self, conn: StreamConnection) -> None: ...
+
+    def count(self, name: str, n: int = 1) -> None: ...
+
 
 log = logging.getLogger("relay.listeners")
 
@@ -44,7 +63,7 @@ class UdpListener:
     """One UDP listening socket, read with ``loop.add_reader``: a burst of datagrams is handled
     in one wakeup, without asyncio's per-datagram transport machinery (the packet path)."""
 
-    def __init__(self, server: RelayServer, sock: socket.socket, reuse_port: bool = False) -> None:
+    def __init__(self, server: PacketSink, sock: socket.socket, reuse_port: bool = False) -> None:
         self.server = server
         self.sock = sock
         self.local: Address = _address(sock.getsockname())
@@ -55,7 +74,7 @@ class UdpListener:
         self.send_routes: ToPeerTable = {}
 
     @classmethod
-    def bind(cls, server: RelayServer, ip: str, port: int, reuse_port: bool = False) -> UdpListener:
+    def bind(cls, server: PacketSink, ip: str, port: int, reuse_port: bool = False) -> UdpListener:
         family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_DGRAM)
         try:
@@ -129,7 +148,7 @@ def _deepen_receive_queue(sock: socket.socket) -> None:
 class StreamConnection(asyncio.Protocol):
     """One TCP or TLS client connection: a 5-tuple of its own (RFC 8656 §3.1)."""
 
-    def __init__(self, server: RelayServer, transport_kind: Transport) -> None:
+    def __init__(self, server: PacketSink, transport_kind: Transport) -> None:
         self.server = server
         self.kind = transport_kind
         self.framer = StreamFramer(max_buffer=MAX_STREAM_FRAME, channel_max=server.channel_max)

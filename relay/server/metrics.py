@@ -9,15 +9,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from collections import Counter
+from collections.abc import Iterable, Sized
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from relay.server.app import RelayServer
+from relay.turn.core import TurnCore
+
+
+class MetricsSource(Protocol):
+    """What the collector reads from the server (``relay.server.app.MetricsSource``)."""
+
+    @property
+    def counters(self) -> Counter[str]: ...
+
+    @property
+    def core(self) -> TurnCore | None: ...
+
+    @property
+    def streams(self) -> Sized: ...
+
 
 log = logging.getLogger("relay.metrics")
 
@@ -42,7 +56,7 @@ DIRECTIONS = {"to_peer": "relayed_to_peer", "to_client": "relayed_to_client"}
 
 
 class RelayCollector(Collector):
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self.server = server
 
     def collect(self) -> Iterable[Metric]:
@@ -96,7 +110,7 @@ class MetricsEndpoint:
 
     MAX_REQUEST = 8192
 
-    def __init__(self, server: RelayServer) -> None:
+    def __init__(self, server: MetricsSource) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self.registry.register(RelayCollector(server))
         self._server: asyncio.Server | None = None

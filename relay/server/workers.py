@@ -123,7 +123,7 @@ def _notify(fd: int) -> None:
 
 
 def serve_workers(options: ServerOptions, n: int) -> int:
-    from relay.server.cli import run_loop, serve
+    from relay.server.serve import run_loop, serve
 
     slices = port_slices(options.min_port, options.max_port, n)
     quota = SharedQuota(options.user_quota, options.total_quota)

@@ -37,10 +37,6 @@ class FiveTuple(NamedTuple):
     transport: Transport
 
 
-def to_ip(host: str) -> IPAddress:
-    return ipaddress.ip_address(host)
-
-
 def family_of(ip: IPAddress) -> AddressFamily:
     return AddressFamily.IPV4 if ip.version == 4 else AddressFamily.IPV6
 

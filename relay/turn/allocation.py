@@ -51,10 +51,6 @@ class Allocation:
         expiry = self.permissions.get(host)
         return expiry is not None and now < expiry
 
-    def channel_for_peer(self, peer: Address, now: float) -> ChannelBinding | None:
-        binding = self.peer_channels.get(peer)
-        return binding if binding is not None and binding.usable(now) else None
-
     def expire(self, now: float) -> None:
         """Drop expired permissions and channel bindings past their rebind hold."""
         for host in [h for h, t in self.permissions.items() if t <= now]:

@@ -2,6 +2,7 @@
 
 - relay/stun and relay/turn are sans-IO: no asyncio, socket or time imports.
 - relay/ never imports lab/ (dependencies flow scenarios/ -> lab/ -> relay/).
+- No import cycles among the modules of relay/server, nor among those of lab/.
 - ruff (lint and format) and mypy --strict on relay/ pass.
 """
 
@@ -11,12 +12,14 @@ import ast
 import importlib.util
 import subprocess
 import sys
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 RELAY = ROOT / "relay"
+LAB = ROOT / "lab"
 SANS_IO_PACKAGES = (RELAY / "stun", RELAY / "turn")
 SANS_IO_FORBIDDEN = frozenset({"asyncio", "socket", "time"})
 TOOL_TIMEOUT_S = 240
@@ -116,6 +119,181 @@ def test_layout_relay_never_imports_lab() -> None:
         ):
             violations.append(f"{path.relative_to(ROOT)} {hit}")
     assert not violations, "relay/ must not import lab/:\n" + "\n".join(violations)
+
+
+def module_name(path: Path, root: Path) -> str:
+    """``lab/nat/netns.py`` -> ``lab.nat.netns``; a package's ``__init__.py`` is the package."""
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imported_modules(
+    source: str, module: str, is_package: bool, known: Collection[str], filename: str = "<src>"
+) -> set[str]:
+    """The modules of ``known`` that an import statement anywhere in ``source`` loads (module
+    level, in functions, under ``if TYPE_CHECKING:``), relative imports resolved against
+    ``module`` (a package when ``is_package``: its ``__init__``).
+
+    ``import a.b`` -> ``a.b``; ``from a import b`` -> ``a.b`` when that is a module, else ``a``.
+    Parent packages that Python initialises on the way are not counted (as pylint does).
+    """
+    package = module if is_package else module.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source, filename=filename)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name in known)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base_parts = package.split(".") if package else []
+                up = node.level - 1
+                if up > len(base_parts):
+                    continue  # beyond the top-level package: not ours
+                base = ".".join(base_parts[: len(base_parts) - up])
+                target = ".".join(x for x in (base, node.module) if x)
+            else:
+                target = node.module or ""
+            for alias in node.names:
+                sub = f"{target}.{alias.name}" if target else alias.name
+                if sub in known:
+                    found.add(sub)
+                elif target in known:
+                    found.add(target)
+    found.discard(module)
+    return found
+
+
+def import_graph(package_dir: Path, root: Path = ROOT) -> dict[str, set[str]]:
+    """module -> the modules of the same package tree that it imports."""
+    files = {module_name(p, root): p for p in python_files(package_dir)}
+    return {
+        module: imported_modules(
+            path.read_text(encoding="utf-8"),
+            module,
+            path.name == "__init__.py",
+            files.keys(),
+            str(path),
+        )
+        for module, path in files.items()
+    }
+
+
+def import_cycles(graph: Mapping[str, set[str]]) -> list[list[str]]:
+    """Each group of modules that import each other, directly or through others (the strongly
+    connected components with more than one module, Tarjan), sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    groups: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                group.append(w)
+                if w == v:
+                    break
+            if len(group) > 1:
+                groups.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return sorted(groups)
+
+
+def describe_cycles(graph: Mapping[str, set[str]], cycles: list[list[str]]) -> str:
+    lines = []
+    for group in cycles:
+        members = set(group)
+        edges = [f"  {a} -> {b}" for a in group for b in sorted(graph[a] & members)]
+        lines.append(f"cycle among {', '.join(group)}:\n" + "\n".join(edges))
+    return "\n".join(lines)
+
+
+def test_layout_import_cycles_detector_resolves_import_forms() -> None:
+    known = {
+        "lab", "lab.nat", "lab.nat.netns", "lab.nat.router", "lab.nat.behavior",
+        "lab.nat.firewall", "lab.nat.sibling", "lab.nat.nftables", "lab.topologies",
+        "lab.agents.natclass", "lab.session", "lab.cleanup",
+    }  # fmt: skip
+    source = (
+        "import os, lab.nat.netns\n"
+        "from lab.nat import router, behavior as b\n"
+        "from . import sibling\n"
+        "from .. import topologies\n"
+        "from ..agents.natclass import Step\n"
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n"
+        "    from lab.session import LabNetwork\n"
+        "def f():\n"
+        "    from .firewall import policy\n"
+        "    from .nftables import render_nat\n"  # itself: not an edge
+        "x = 'import lab.cleanup'\n"
+    )
+    assert imported_modules(source, "lab.nat.nftables", False, known) == {
+        "lab.nat.netns",
+        "lab.nat.router",
+        "lab.nat.behavior",
+        "lab.nat.sibling",
+        "lab.topologies",
+        "lab.agents.natclass",
+        "lab.session",
+        "lab.nat.firewall",
+    }
+    # in a package's __init__, "." is the package itself; a name that is no module is the package
+    assert imported_modules("from . import netns, X\n", "lab.nat", True, known) == {"lab.nat.netns"}
+    assert imported_modules("from lab.nat import X\n", "lab.cleanup", False, known) == {"lab.nat"}
+
+
+def test_layout_import_cycles_detector_flags_synthetic_cycle(tmp_path: Path) -> None:
+    # The detector must be able to fail: a imports b at module level, b imports a only for
+    # type checking and c imports a inside a function; d imports a but nothing imports d.
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg import b\n")
+    (pkg / "b.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .c import C\n"
+    )
+    (pkg / "c.py").write_text("def f():\n    import pkg.a\n")
+    (pkg / "d.py").write_text("from . import a\n")
+    graph = import_graph(pkg, root=tmp_path)
+    assert graph["pkg.a"] == {"pkg.b"} and graph["pkg.d"] == {"pkg.a"}
+    assert import_cycles(graph) == [["pkg.a", "pkg.b", "pkg.c"]]
+    assert import_cycles({"x": {"y"}, "y": set(), "z": {"x"}}) == []
+
+
+def test_layout_lab_import_graph_is_real() -> None:
+    graph = import_graph(LAB)
+    assert "lab.nat.netns" in graph["lab.nat.router"], graph["lab.nat.router"]
+    assert "lab.agents.natclass" in graph["lab.agents.natprobe"]
+
+
+def test_layout_lab_no_import_cycles() -> None:
+    graph = import_graph(LAB)
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles in lab/:\n" + describe_cycles(graph, cycles)
+
+
+def test_layout_relay_server_no_import_cycles() -> None:
+    graph = import_graph(RELAY / "server")
+    assert graph, "no modules found under relay/server"
+    cycles = import_cycles(graph)
+    assert not cycles, "import cycles in relay/server:\n" + describe_cycles(graph, cycles)
 
 
 def run_tool(module: str, *args: str) -> subprocess.CompletedProcess[str]:
