@@ -39,10 +39,7 @@
 #define CHANNEL_MIN 0x4000       /* RFC 8656 §12 */
 #define SEND_INDICATION 0x0016   /* RFC 8656 §11.2: Send method, indication class */
 #define MAGIC_COOKIE 0x2112A442u /* RFC 8489 §5 */
-#define ATTR_XOR_PEER_ADDRESS 0x0012
-#define ATTR_DATA 0x0013
-#define ATTR_DONT_FRAGMENT 0x001A
-#define ATTR_SOFTWARE 0x8022
+#define MAX_SEND_IGNORED 8
 
 typedef struct {
     PyObject_HEAD
@@ -58,6 +55,10 @@ typedef struct {
     int out_to_peer; /* which drop counter a failed send goes to */
     Py_ssize_t max_payload;
     unsigned int channel_max;
+    /* the Send indication shape the core's fast path accepts (relay.turn.core.SendShape) */
+    unsigned int send_peer_type, send_data_type;
+    unsigned int send_ignored[MAX_SEND_IGNORED];
+    int send_ignored_n;
     unsigned long long to_peer_packets, to_peer_bytes, to_client_packets, to_client_bytes;
     unsigned long long peer_send_dropped, client_send_dropped, recv_errors;
 } Forwarder;
@@ -202,11 +203,19 @@ static int receive(Forwarder *self, int fd, int n) {
     }
 }
 
-/* A Send indication this loop may forward: the shapes the core's fast path accepts (RFC 8656
- * §11.2: XOR-PEER-ADDRESS of IPv4 and DATA; SOFTWARE and DONT-FRAGMENT change nothing).
- * Sets the XOR-PEER-ADDRESS value and the payload; 0 when the full path must see it. */
-static int plain_send(const unsigned char *d, size_t len, const unsigned char **peer,
-                      const unsigned char **payload, size_t *payload_len) {
+static int send_ignored(const Forwarder *self, unsigned int type) {
+    for (int i = 0; i < self->send_ignored_n; i++)
+        if (self->send_ignored[i] == type)
+            return 1;
+    return 0;
+}
+
+/* A Send indication this loop may forward: the shape the core's fast path accepts, as the
+ * core described it at init (relay.turn.core.SendShape, RFC 8656 §11.2). Sets the
+ * XOR-PEER-ADDRESS value and the payload; 0 when the full path must see it. */
+static int plain_send(const Forwarder *self, const unsigned char *d, size_t len,
+                      const unsigned char **peer, const unsigned char **payload,
+                      size_t *payload_len) {
     if (len < 20 || ((d[0] << 8) | d[1]) != SEND_INDICATION)
         return 0;
     uint32_t cookie = ((uint32_t)d[4] << 24) | ((uint32_t)d[5] << 16) | ((uint32_t)d[6] << 8) | d[7];
@@ -223,14 +232,14 @@ static int plain_send(const unsigned char *d, size_t len, const unsigned char **
         size_t end = off + 4 + alen;
         if (end > len)
             return 0;
-        if (type == ATTR_XOR_PEER_ADDRESS && *peer == NULL) {
+        if (type == self->send_peer_type && *peer == NULL) {
             *peer = d + off + 4;
             peer_len = alen;
-        } else if (type == ATTR_DATA && !have_data) {
+        } else if (type == self->send_data_type && !have_data) {
             *payload = d + off + 4;
             *payload_len = alen;
             have_data = 1;
-        } else if (type != ATTR_SOFTWARE && type != ATTR_DONT_FRAGMENT) {
+        } else if (!send_ignored(self, type)) {
             return 0;
         }
         off = end + ((4 - alen % 4) % 4);
@@ -269,7 +278,7 @@ static int forward_from_client(Forwarder *self, PyObject *const *tables, unsigne
         plen = length;
     } else {
         const unsigned char *peer = NULL, *data = NULL;
-        if (!plain_send(d, len, &peer, &data, &plen))
+        if (!plain_send(self, d, len, &peer, &data, &plen))
             return LEFTOVER;
         memcpy(key + klen, peer, 8);
         route = live_route(tables[1], key, klen + 8, now, 3, &out_fd);
@@ -388,11 +397,31 @@ static PyObject *Forwarder_counters(Forwarder *self, PyObject *Py_UNUSED(ignored
 }
 
 static int Forwarder_init(Forwarder *self, PyObject *args, PyObject *kwds) {
-    static char *kwlist[] = {"max_payload", "channel_max", NULL};
+    static char *kwlist[] = {"max_payload", "channel_max", "send_peer_type", "send_data_type",
+                             "send_ignored_types", NULL};
     Py_ssize_t max_payload;
-    unsigned int channel_max;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nI", kwlist, &max_payload, &channel_max))
+    unsigned int channel_max, peer_type, data_type;
+    PyObject *ignored;
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "nIIIO!", kwlist, &max_payload, &channel_max,
+                                     &peer_type, &data_type, &PyTuple_Type, &ignored))
         return -1;
+    Py_ssize_t n_ignored = PyTuple_GET_SIZE(ignored);
+    if (n_ignored > MAX_SEND_IGNORED) {
+        PyErr_SetString(PyExc_ValueError, "too many ignored Send indication attribute types");
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n_ignored; i++) {
+        unsigned long type = PyLong_AsUnsignedLong(PyTuple_GET_ITEM(ignored, i));
+        if (PyErr_Occurred() || type > 0xFFFF) {
+            PyErr_Clear();
+            PyErr_SetString(PyExc_ValueError, "attribute types are 16-bit unsigned integers");
+            return -1;
+        }
+        self->send_ignored[i] = (unsigned int)type;
+    }
+    self->send_ignored_n = (int)n_ignored;
+    self->send_peer_type = peer_type;
+    self->send_data_type = data_type;
     if (channel_max < CHANNEL_MIN || channel_max > 0x7FFF) {
         PyErr_SetString(PyExc_ValueError, "channel_max must be in 0x4000..0x7FFF");
         return -1;

@@ -2,7 +2,14 @@
 BATCH: int
 
 class Forwarder:
-    def __init__(self, max_payload: int, channel_max: int) -> None: ...
+    def __init__(
+        self,
+        max_payload: int,
+        channel_max: int,
+        send_peer_type: int,
+        send_data_type: int,
+        send_ignored_types: tuple[int, ...],
+    ) -> None: ...
     def from_clients(
         self,
         fd: int,

@@ -20,7 +20,7 @@ from relay.server.options import ServerOptions
 from relay.server.relay_sockets import SocketRelayPorts
 from relay.turn.addresses import Address, FiveTuple, Transport
 from relay.turn.core import Fallback, TurnCore
-from relay.turn.effects import Effect, SendToClient, SendToPeer
+from relay.turn.effects import Effect, PeerHop, SendToClient, SendToPeer
 from relay.turn.ports import ReservationBook
 from relay.turn.quota import QuotaLedger
 
@@ -195,39 +195,31 @@ class RelayServer:
             hop = core.relay_channel_data(time.time(), five_tuple, data)
             if hop is not None:
                 assert self.ports is not None
-                self.ports.send(*hop)
+                self.ports.send(hop.relay, hop.peer, hop.payload)
                 if self.datapath is not None:
-                    number = data[0] << 8 | data[1]
                     key = address_key(*five_tuple.client) + data[:2]
-                    self._learn_to_peer(listener.channel_routes, key, five_tuple, hop, number)
+                    self._learn_to_peer(listener.channel_routes, key, hop)
             return
         if data[:2] == SEND_INDICATION_TYPE:
             sent = core.relay_send_indication(time.time(), five_tuple, data)
             if sent is not Fallback.FULL_DECODE:
                 if sent is not None:
                     assert self.ports is not None
-                    self.ports.send(*sent)
-                    if self.datapath is not None and ":" not in sent[1][0]:
-                        key = address_key(*five_tuple.client) + xor_peer_value(sent[1])
-                        self._learn_to_peer(listener.send_routes, key, five_tuple, sent, None)
+                    self.ports.send(sent.relay, sent.peer, sent.payload)
+                    if self.datapath is not None and ":" not in sent.peer[0]:
+                        key = address_key(*five_tuple.client) + xor_peer_value(sent.peer)
+                        self._learn_to_peer(listener.send_routes, key, sent)
                 return
         self.client_data(five_tuple, data)
 
     def _learn_to_peer(
-        self,
-        table: dict[bytes, tuple[int, bytes, float]],
-        key: bytes,
-        five_tuple: FiveTuple,
-        hop: tuple[Address, Address, bytes],
-        number: int | None,
+        self, table: dict[bytes, tuple[int, bytes, float]], key: bytes, hop: PeerHop
     ) -> None:
-        """Let the C loop replay what the core just allowed, until the core's deadline."""
-        assert self.core is not None and self.ports is not None and self.datapath is not None
-        relay, peer, _ = hop
-        fd = self.ports.fd_of(relay)
-        deadline = self.core.route_deadline(five_tuple, peer, number)
-        if fd is not None and deadline > 0:
-            self.datapath.learn_to_peer(table, key, relay, fd, peer, deadline)
+        """Let the C loop replay what the core just allowed, until the hop's deadline."""
+        assert self.ports is not None and self.datapath is not None
+        fd = self.ports.fd_of(hop.relay)
+        if fd is not None and hop.deadline > 0:
+            self.datapath.learn_to_peer(table, key, hop.relay, fd, hop.peer, hop.deadline)
 
     def client_data(self, five_tuple: FiveTuple, data: bytes) -> None:
         assert self.core is not None
@@ -242,18 +234,16 @@ class RelayServer:
         hop = core.relay_to_client(time.time(), relay, peer, data)
         if hop is None:
             return
-        five_tuple, frame = hop
+        five_tuple, frame, deadline = hop
         if five_tuple.transport is Transport.UDP:
             listener = self.udp.get(five_tuple.server)
             if listener is not None:
                 listener.send(frame, five_tuple.client)
-                if self.datapath is not None and 0x40 <= frame[0] <= 0x7F:  # ChannelData
-                    deadline = core.peer_route_deadline(relay, peer)
-                    if deadline > 0:
-                        number = frame[0] << 8 | frame[1]
-                        self.datapath.learn_to_client(
-                            relay, peer, listener.fd, five_tuple.client, number, deadline
-                        )
+                if self.datapath is not None and deadline > 0:  # ChannelData on a channel
+                    number = frame[0] << 8 | frame[1]
+                    self.datapath.learn_to_client(
+                        relay, peer, listener.fd, five_tuple.client, number, deadline
+                    )
                 return
             self._own_counters["client_send_dropped"] += 1
             return

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from relay.stun.attributes import encode_address_value
 from relay.turn.addresses import Address, packed_ip
+from relay.turn.core import SEND_SHAPE
 
 if TYPE_CHECKING:
     from relay.server._datapath import Forwarder  # typed by _datapath.pyi
@@ -79,7 +80,10 @@ class Datapath:
 
     def __init__(self, max_payload: int, channel_max: int) -> None:
         assert C_MODULE is not None
-        self.forwarder: Forwarder = C_MODULE.Forwarder(max_payload, channel_max)
+        shape = SEND_SHAPE
+        self.forwarder: Forwarder = C_MODULE.Forwarder(
+            max_payload, channel_max, shape.peer_type, shape.data_type, shape.ignored_types
+        )
         self._sockaddr = C_MODULE.sockaddr
         # relayed address -> peer key -> route to the client (read by from_peers)
         self.peer_routes: dict[Address, ToClientTable] = {}

@@ -71,7 +71,7 @@ from relay.turn.addresses import Address, FiveTuple, Transport, family_of, packe
 from relay.turn.allocation import Allocation, AllocationTable, ChannelBinding
 from relay.turn.auth import quota_identity
 from relay.turn.config import RESERVATION_LIFETIME, TurnConfig
-from relay.turn.effects import Effect, SendToClient, SendToPeer
+from relay.turn.effects import ClientHop, Effect, PeerHop, SendToClient, SendToPeer
 from relay.turn.errors import ProtocolError
 from relay.turn.nonce import FEATURE_PASSWORD_ALGORITHMS
 from relay.turn.ports import RelayPorts, ReservationBook
@@ -98,8 +98,22 @@ _CHANNEL_HEADER = struct.Struct("!HH")
 _COOKIE_BYTES = MAGIC_COOKIE.to_bytes(4, "big")
 _XOR_PEER_ADDRESS = int(AttrType.XOR_PEER_ADDRESS)
 _DATA = int(AttrType.DATA)
-# attributes a Send indication may carry that change nothing here (RFC 8656 §11.2)
-_SEND_IGNORED = frozenset({int(AttrType.SOFTWARE), int(AttrType.DONT_FRAGMENT)})
+
+
+@dataclass(frozen=True)
+class SendShape:
+    """The Send indications a fast path forwards without a full decode (RFC 8656 §11.2): one
+    XOR-PEER-ADDRESS of an IPv4 peer, one DATA, and only attributes that change nothing
+    here besides. Described once: the core's walk below reads it, and the shell hands the
+    same codes to the C packet loop (relay.server.datapath), which walks the same way."""
+
+    peer_type: int = _XOR_PEER_ADDRESS
+    data_type: int = _DATA
+    ignored_types: tuple[int, ...] = (int(AttrType.SOFTWARE), int(AttrType.DONT_FRAGMENT))
+
+
+SEND_SHAPE = SendShape()
+_SEND_IGNORED = frozenset(SEND_SHAPE.ignored_types)
 _ANY_TID = bytes(12)  # for encoding attributes that do not depend on the transaction id
 
 
@@ -149,7 +163,7 @@ class TurnCore:
         """Bytes from a client: one datagram, or one frame cut from a stream."""
         if is_channel_data(data, channel_max=self.config.channel_max):
             hop = self.relay_channel_data(now, five_tuple, data)
-            return [SendToPeer(*hop)] if hop is not None else []
+            return [SendToPeer(hop.relay, hop.peer, hop.payload)] if hop is not None else []
         try:
             message = decode_message(data)
         except StunDecodeError:
@@ -180,17 +194,16 @@ class TurnCore:
     def handle_peer(self, now: float, relay: Address, peer: Address, data: bytes) -> list[Effect]:
         """A UDP datagram from a peer on a relayed transport address (RFC 8656 §11.3, §12.7)."""
         hop = self.relay_to_client(now, relay, peer, data)
-        return [SendToClient(*hop)] if hop is not None else []
+        return [SendToClient(hop.five_tuple, hop.frame)] if hop is not None else []
 
     # ------------------------------------------------------------------ fast paths
     # The two per-packet paths return plain tuples instead of effect lists, and the shell
     # calls them directly: no STUN decoding, no dataclass per packet (issue "Performance").
 
-    def relay_channel_data(
-        self, now: float, five_tuple: FiveTuple, data: bytes
-    ) -> tuple[Address, Address, bytes] | None:
-        """RFC 8656 §12.6: ChannelData from a client -> (relay, peer, payload), or None when
-        the frame is dropped (and counted)."""
+    def relay_channel_data(self, now: float, five_tuple: FiveTuple, data: bytes) -> PeerHop | None:
+        """RFC 8656 §12.6: ChannelData from a client -> the hop to its peer, or None when
+        the frame is dropped (and counted). The caller has seen a channel number's first
+        byte; this is the only place the frame is parsed."""
         counters = self.counters
         if len(data) < 4:
             counters["malformed_dropped"] += 1
@@ -212,11 +225,13 @@ class TurnCore:
             return None
         counters["relayed_to_peer_packets"] += 1
         counters["relayed_to_peer_bytes"] += length
-        return binding.relay, peer, data[4 : 4 + length]
+        assert allocation is not None
+        deadline = min(allocation.expires, expiry, binding.expires)
+        return PeerHop(binding.relay, peer, data[4 : 4 + length], deadline)
 
     def relay_send_indication(
         self, now: float, five_tuple: FiveTuple, data: bytes
-    ) -> tuple[Address, Address, bytes] | Fallback | None:
+    ) -> PeerHop | Fallback | None:
         """RFC 8656 §11.2 fast path for the common Send indication: an IPv4 XOR-PEER-ADDRESS and
         a DATA attribute, walked by hand. Anything less plain (FINGERPRINT to check, IPv6,
         unknown attributes, malformed) returns ``Fallback.FULL_DECODE`` for the full path."""
@@ -270,12 +285,13 @@ class TurnCore:
             return None
         counters["relayed_to_peer_packets"] += 1
         counters["relayed_to_peer_bytes"] += len(payload)
-        return relay, (host, port), payload
+        return PeerHop(relay, (host, port), payload, min(allocation.expires, expiry))
 
     def relay_to_client(
         self, now: float, relay: Address, peer: Address, data: bytes
-    ) -> tuple[FiveTuple, bytes] | None:
-        """A peer's datagram -> (client 5-tuple, ChannelData or Data indication), or None."""
+    ) -> ClientHop | None:
+        """A peer's datagram -> the hop to the client (ChannelData or Data indication), or
+        None when it is dropped (and counted)."""
         counters = self.counters
         allocation = self.allocations.by_relay.get(relay)
         if allocation is None or now >= allocation.expires:
@@ -297,9 +313,10 @@ class TurnCore:
         if binding is not None and now < binding.expires:
             # RFC 8656 §12.7: ChannelData, padded to 4 bytes over streams (§12.5)
             header = _CHANNEL_HEADER.pack(binding.number, size)
+            deadline = min(allocation.expires, expiry, binding.expires)
             if five_tuple.transport is not Transport.UDP and size % 4:
-                return five_tuple, header + data + bytes(4 - size % 4)
-            return five_tuple, header + data
+                return ClientHop(five_tuple, header + data + bytes(4 - size % 4), deadline)
+            return ClientHop(five_tuple, header + data, deadline)
         # RFC 8656 §11.3: a Data indication (XOR-PEER-ADDRESS, DATA), encoded without objects
         tid = secrets.token_bytes(12)
         parts = [
@@ -309,13 +326,14 @@ class TurnCore:
         indication = self._encode_body(
             Method.DATA, MessageClass.INDICATION, tid, parts, None, software=False
         )
-        return five_tuple, indication
+        return ClientHop(five_tuple, indication, 0.0)
 
     def route_deadline(self, five_tuple: FiveTuple, peer: Address, number: int | None) -> float:
         """Until when relaying from this client to ``peer`` (on channel ``number``, or by Send
         indication when None) stays allowed without a new decision: the earliest expiry of
-        the allocation, the permission (RFC 8656 §9) and the channel binding (§12). A shell
-        may replay the decision until then; 0.0 when it is not allowed now."""
+        the allocation, the permission (RFC 8656 §9) and the channel binding (§12); 0.0 when
+        it is not allowed now. The rule as a query: the fast paths return the same value
+        with each hop, so the shell never asks twice."""
         allocation = self.allocations.by_five_tuple.get(five_tuple)
         if allocation is None:
             return 0.0

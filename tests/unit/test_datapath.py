@@ -45,9 +45,11 @@ from relay.stun.message import Message, decode_message, encode_message
 from relay.turn.addresses import Address, FiveTuple, Transport
 from relay.turn.auth import StaticUsers
 from relay.turn.config import TurnConfig
-from relay.turn.core import TurnCore
+from relay.turn.core import SEND_SHAPE, TurnCore
 from relay.turn.effects import SendToClient
 from relay.turn.ports import MemoryRelayPorts, PortPool
+
+SHAPE = (SEND_SHAPE.peer_type, SEND_SHAPE.data_type, SEND_SHAPE.ignored_types)
 
 LOOPBACK = "127.0.0.1"
 Routes = dict[bytes, Any]  # a route table as the C loop reads it (values may be ill-formed)
@@ -226,11 +228,11 @@ def test_sockaddr_port_out_of_range_raises(c_module: ModuleType, port: int) -> N
 def test_forwarder_rejects_bad_channel_max(c_module: ModuleType) -> None:
     for channel_max in (0x3FFF, 0x8000):
         with pytest.raises(ValueError, match="channel_max"):
-            c_module.Forwarder(65535, channel_max)
+            c_module.Forwarder(65535, channel_max, *SHAPE)
 
 
 def test_forwarder_counters_start_at_zero(c_module: ModuleType) -> None:
-    counters = c_module.Forwarder(65535, 0x7FFF).counters()
+    counters = c_module.Forwarder(65535, 0x7FFF, *SHAPE).counters()
     assert counters == {
         "relayed_to_peer_packets": 0,
         "relayed_to_peer_bytes": 0,
@@ -605,7 +607,7 @@ def _from_clients(
 def test_forwarder_channel_data_forwarded_padding_stripped(
     c_module: ModuleType, udp: Sockets
 ) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     frames = [
         ChannelData(CH, b"hello").encode() + b"\x00\x00\x00",  # padded as over a stream
         ChannelData(CH, b"exact").encode(),
@@ -643,7 +645,7 @@ def test_forwarder_channel_data_miss_comes_back(
     c_module: ModuleType, udp: Sockets, case: str
 ) -> None:
     number, ttl, frame = CHANNEL_MISSES[case]
-    fwd = c_module.Forwarder(65535, 0x4FFF)  # RFC 8656 channel_max
+    fwd = c_module.Forwarder(65535, 0x4FFF, *SHAPE)  # RFC 8656 channel_max
     routes = _channel_routes(udp, number, time.time() + ttl)
     _send(udp.client, udp.listener, [frame])
     assert _from_clients(fwd, udp, routes, {}) == [(frame, udp.addr("client"))]
@@ -665,7 +667,7 @@ def test_forwarder_plain_send_indication_forwarded(
     c_module: ModuleType, udp: Sockets, case: str
 ) -> None:
     payload, extra = SEND_FORWARDED[case]
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     datagram = _send_indication(udp.addr("peer"), payload, *extra)
     _send(udp.client, udp.listener, [datagram])
     assert _from_clients(fwd, udp, {}, _send_routes(udp)) == []
@@ -685,9 +687,20 @@ def test_forwarder_send_indication_software_first_forwarded(
         Data(b"software first"),
     )
     _send(udp.client, udp.listener, [encode_message(msg)])
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     assert _from_clients(fwd, udp, {}, _send_routes(udp)) == []
     assert _drain(udp.peer, expect=1) == [(b"software first", udp.addr("relay"))]
+
+
+def test_forwarder_send_shape_comes_from_the_core(c_module: ModuleType, udp: Sockets) -> None:
+    """The C loop walks the shape it was given (relay.turn.core.SendShape), not one of its own:
+    with SOFTWARE not among the ignored types, a Send carrying it goes to the Python path."""
+    strict = c_module.Forwarder(65535, 0x7FFF, SEND_SHAPE.peer_type, SEND_SHAPE.data_type, ())
+    datagram = _send_indication(udp.addr("peer"), b"x", Software("client 1.0"))
+    _send(udp.client, udp.listener, [datagram])
+    assert [d for d, _ in _from_clients(strict, udp, {}, _send_routes(udp))] == [datagram]
+    with pytest.raises(ValueError, match="16-bit"):
+        c_module.Forwarder(65535, 0x7FFF, SEND_SHAPE.peer_type, SEND_SHAPE.data_type, (1 << 16,))
 
 
 def _send_misses(peer: Address) -> dict[str, bytes]:
@@ -732,7 +745,7 @@ def test_forwarder_send_indication_miss_comes_back(
     c_module: ModuleType, udp: Sockets, case: str
 ) -> None:
     datagram = _send_misses(udp.addr("peer"))[case]
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     _send(udp.client, udp.listener, [datagram])
     assert _from_clients(fwd, udp, {}, _send_routes(udp)) == [(datagram, udp.addr("client"))]
     assert _drain(udp.peer) == []
@@ -741,7 +754,7 @@ def test_forwarder_send_indication_miss_comes_back(
 
 def test_forwarder_send_route_expired_comes_back(c_module: ModuleType, udp: Sockets) -> None:
     datagram = _send_indication(udp.addr("peer"), b"late")
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     _send(udp.client, udp.listener, [datagram])
     routes = _send_routes(udp, deadline=time.time() - 0.001)
     assert _from_clients(fwd, udp, {}, routes) == [(datagram, udp.addr("client"))]
@@ -754,14 +767,14 @@ def test_forwarder_channel_route_does_not_take_send_indications(
     # the two tables are separate: a live route in the wrong table lets nothing through
     datagram = _send_indication(udp.addr("peer"), b"abcd")
     frame = ChannelData(CH, b"abcd").encode()
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     _send(udp.client, udp.listener, [datagram, frame])
     rest = _from_clients(fwd, udp, _send_routes(udp), _channel_routes(udp))  # tables swapped
     assert rest == [(datagram, udp.addr("client")), (frame, udp.addr("client"))]
 
 
 def test_forwarder_from_peers_builds_channel_data(c_module: ModuleType, udp: Sockets) -> None:
-    fwd = c_module.Forwarder(1000, 0x7FFF)
+    fwd = c_module.Forwarder(1000, 0x7FFF, *SHAPE)
     payloads = [b"hello", b"", b"x" * 1000, b"odd"]
     _send(udp.peer, udp.relay, payloads)
     assert fwd.from_peers(udp.relay.fileno(), _peer_routes(udp, 0x7ABC), 64) == []
@@ -791,7 +804,7 @@ def test_forwarder_from_peers_miss_comes_back(
     c_module: ModuleType, udp: Sockets, case: str
 ) -> None:
     number, ttl, datagram = PEER_MISSES[case]
-    fwd = c_module.Forwarder(1000, 0x7FFF)
+    fwd = c_module.Forwarder(1000, 0x7FFF, *SHAPE)
     routes = _peer_routes(udp, number, time.time() + ttl)  # type: ignore[arg-type]
     _send(udp.peer, udp.relay, [datagram])
     assert fwd.from_peers(udp.relay.fileno(), routes, 64) == [(datagram, udp.addr("peer"))]
@@ -800,7 +813,7 @@ def test_forwarder_from_peers_miss_comes_back(
 
 
 def test_forwarder_from_peers_unknown_peer_comes_back(c_module: ModuleType, udp: Sockets) -> None:
-    fwd = c_module.Forwarder(1000, 0x7FFF)
+    fwd = c_module.Forwarder(1000, 0x7FFF, *SHAPE)
     routes = _peer_routes(udp)
     _send(udp.peer2, udp.relay, [b"stranger"])
     assert fwd.from_peers(udp.relay.fileno(), routes, 64) == [(b"stranger", udp.addr("peer2"))]
@@ -843,7 +856,7 @@ BAD_ROUTE_CASES = list(_bad_routes((3, b"", 1.0)))
 def test_forwarder_malformed_client_routes_are_misses(
     c_module: ModuleType, udp: Sockets, case: str
 ) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     channels = _channel_routes(udp)
     sends = _send_routes(udp)
     ((ckey, good_channel),) = channels.items()
@@ -862,7 +875,7 @@ def test_forwarder_malformed_client_routes_are_misses(
 def test_forwarder_malformed_peer_routes_are_misses(
     c_module: ModuleType, udp: Sockets, case: str
 ) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     routes = _peer_routes(udp)
     ((key, good),) = routes.items()
     routes[key] = _bad_routes(good)[case]
@@ -873,7 +886,7 @@ def test_forwarder_malformed_peer_routes_are_misses(
 
 
 def test_forwarder_non_dict_tables_raise_type_error(c_module: ModuleType, udp: Sockets) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     with pytest.raises(TypeError):
         fwd.from_clients(udp.listener.fileno(), [], {}, 1)
     with pytest.raises(TypeError):
@@ -883,7 +896,7 @@ def test_forwarder_non_dict_tables_raise_type_error(c_module: ModuleType, udp: S
 def test_forwarder_route_to_dead_socket_is_counted_loss(c_module: ModuleType, udp: Sockets) -> None:
     # well-formed routes whose send fails (a descriptor that is not open, no address):
     # the datagram is lost and counted, never returned twice or crashed on
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     channels = _channel_routes(udp)
     ((key, (_, sockaddr, deadline)),) = channels.items()
     channels[key] = (1_000_000, sockaddr, deadline)
@@ -900,7 +913,7 @@ def test_forwarder_route_to_dead_socket_is_counted_loss(c_module: ModuleType, ud
 
 
 def test_forwarder_bad_listener_fd_is_a_counted_error(c_module: ModuleType) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     assert fwd.from_clients(1_000_000, {}, {}, 4) == []
     assert fwd.from_peers(-1, {}, 3) == []
     assert fwd.counters()["datapath_recv_errors"] == 7
@@ -910,7 +923,7 @@ def test_forwarder_bad_listener_fd_is_a_counted_error(c_module: ModuleType) -> N
 def test_forwarder_max_reads_bounds_one_call(
     c_module: ModuleType, udp: Sockets, matched: bool
 ) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     number = CH if matched else CH + 1
     frames = [ChannelData(number, b"frame %d" % i).encode() for i in range(10)]
     routes = _channel_routes(udp)
@@ -933,7 +946,7 @@ def test_forwarder_max_reads_bounds_one_call(
 
 
 def test_forwarder_from_peers_max_reads(c_module: ModuleType, udp: Sockets) -> None:
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     datagrams = [b"peer %d" % i for i in range(10)]
     _send(udp.peer2, udp.relay, datagrams)  # peer2 has no route: everything comes back
     first = fwd.from_peers(udp.relay.fileno(), _peer_routes(udp), 3)
@@ -945,7 +958,7 @@ def test_forwarder_from_peers_max_reads(c_module: ModuleType, udp: Sockets) -> N
 def test_forwarder_bursts_across_batches_and_relays(c_module: ModuleType, udp: Sockets) -> None:
     # more than one recvmmsg batch (64), routes alternating between two relayed sockets (the
     # pending sends are flushed when the descriptor changes), and misses in between
-    fwd = c_module.Forwarder(65535, 0x7FFF)
+    fwd = c_module.Forwarder(65535, 0x7FFF, *SHAPE)
     sockaddr = c_module.sockaddr
     client_key = address_key(*udp.addr("client"))
     deadline = time.time() + 60
@@ -1057,7 +1070,7 @@ def test_forwarder_fuzz_never_crashes_and_returns_misses_intact(
 ) -> None:
     rng = random.Random(0x5EED)
     channel_max = 0x7FFF
-    fwd = c_module.Forwarder(65535, channel_max)
+    fwd = c_module.Forwarder(65535, channel_max, *SHAPE)
     channels = _channel_routes(udp)
     sends = _send_routes(udp)
     peers = {xor_peer_value(udp.addr("peer"))}
@@ -1085,7 +1098,7 @@ def test_forwarder_fuzz_never_crashes_and_returns_misses_intact(
 
 def test_forwarder_fuzz_from_peers(c_module: ModuleType, udp: Sockets) -> None:
     rng = random.Random(0xF00D)
-    fwd = c_module.Forwarder(1200, 0x7FFF)
+    fwd = c_module.Forwarder(1200, 0x7FFF, *SHAPE)
     routes = _peer_routes(udp, 0x4123)
     forwarded = 0
     for _ in range(10):
