@@ -1,0 +1,8 @@
+"""``python -m lab.agents.firefox``: one side of a call, in headless Firefox ESR."""
+
+import sys
+
+from lab.agents.browser.call import main
+from lab.agents.firefox.browser import FIREFOX
+
+sys.exit(main(sys.argv[1:], FIREFOX))
