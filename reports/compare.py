@@ -3,7 +3,8 @@
 Both tables are aggregated over trials per ``CELL_KEY`` (scenario, topology, NATs, firewalls,
 ICE policy, TURN transports; the relay is not part of the key, so passing the rows of two
 relays compares the relays). Per side: the outcome mode, the success rate (connected trials)
-and the as-expected rate. Rows that differ come first.
+and the as-expected rate. Rows that differ come first. Skipped rows (an implementation not
+installed) did not run and are left out: a cell skipped on one side is "only in" the other.
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ from typing import Any
 
 import pandas as pd
 
-from reports.aggregate import cell_label, is_na, nat_sort_key, outcome_mode, plural
+from reports.aggregate import (
+    cell_label,
+    impl_sort_key,
+    is_na,
+    nat_sort_key,
+    outcome_mode,
+    plural,
+    skipped_rows,
+)
 from reports.html import chip, esc, page, pct, row_html, section_html, table_html
 from reports.schema import CELL_KEY, conform
 from reports.vocabulary import Outcome
@@ -34,6 +43,7 @@ COMPARE_COLUMNS = (
 
 def _aggregate(frame: pd.DataFrame) -> dict[tuple[Any, ...], dict[str, Any]]:
     frame = conform(frame)
+    frame = frame[~skipped_rows(frame).to_numpy(dtype=bool)]
     out: dict[tuple[Any, ...], dict[str, Any]] = {}
     if not len(frame):
         return out
@@ -110,6 +120,8 @@ def _sort_key(row: dict[str, Any]) -> tuple[Any, ...]:
         text(row["firewall_b"]),
         text(row["ice_policy"]),
         text(row["turn_transports"]),
+        impl_sort_key(row["agent_a_impl"]),
+        impl_sort_key(row["agent_b_impl"]),
         nat_sort_key(row["nat_a"]),
         nat_sort_key(row["nat_b"]),
     )

@@ -6,12 +6,21 @@ need attention, per relay a NAT x NAT outcome matrix (observed colour-coded, exp
 text, mismatches marked), the fallback ladder per firewall profile, success rates with Wilson
 intervals, time-to-connect distributions, throughput direct vs relay, the observed NAT
 classification, and the run's environment.
+
+A table with ICE implementations other than aioice on both sides (``agent_a_impl``,
+``agent_b_impl``) also gets a cross-implementation table (side A x side B per relay, with the
+implementation behaviours found: ``aggregate.impl_behaviours``) and one set of outcome matrices
+per implementation pair. A table with timelines gets per-cell timelines (``reports.timeline``):
+open for unexpected cells, collapsed for the others. Rows that did not run here ("skipped:")
+show as skipped, never as failed, and are not counted. A table of aioice x aioice (or of NA,
+written before those columns) renders as it did before them.
 """
 
 from __future__ import annotations
 
 import html
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,13 +29,19 @@ import pandas as pd
 
 from reports import plots
 from reports.aggregate import (
+    agent_pairs,
     cell_label,
     cell_table,
     firewall_sort_key,
+    impl_behaviours,
+    impl_matrix,
+    impl_sort_key,
     is_na,
     nat_sort_key,
+    pair_label,
     plural,
     problems_first,
+    records,
     totals,
     truncate,
     wilson_interval,
@@ -36,7 +51,19 @@ from reports.schema import CELL_KEY, COLUMNS, conform
 from reports.vocabulary import LADDER, OUTCOMES
 
 # What a declared NAT preset must look like to an RFC 5780 probe (DESIGN.md "NAT model");
-GROUP_KEY = ("scenario", "topology", "firewall_a", "firewall_b", "ice_policy", "turn_transports")
+GROUP_KEY = (
+    "scenario",
+    "topology",
+    "firewall_a",
+    "firewall_b",
+    "ice_policy",
+    "turn_transports",
+    "agent_a_impl",
+    "agent_b_impl",
+)
+CELL_ID = ("relay_impl", *CELL_KEY)  # one cell of the cell table
+MAX_OPEN_TIMELINES = 40  # unexpected cells whose timeline is shown open; the rest are listed
+MAX_TIMELINES = 400  # timelines embedded (open or collapsed); beyond, cells are only named
 LADDER_SCENARIO = "fallback-ladder"
 RUNGS = sorted(OUTCOMES, key=lambda o: -LADDER[o])  # direct ... fail
 STATUS_TEXT = {
@@ -45,6 +72,7 @@ STATUS_TEXT = {
     "flaky": "flaky",
     "lab-error": "lab error",
     "unjudged": "no expectation",
+    "skipped": "skipped",
 }
 
 # The stylesheet ships beside this module as package data and is inlined into every page.
@@ -133,6 +161,32 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-") or "x"
 
 
+def _cell_id(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(None if is_na(row[k]) else row[k] for k in CELL_ID)
+
+
+def pair_anchor(relay: Any, impl_a: Any, impl_b: Any) -> str:
+    """The id of one implementation pair's outcome matrices under one relay."""
+    return "pair-" + _slug(f"{_known_str(relay)} {_known_str(impl_a)} {_known_str(impl_b)}")
+
+
+def _timeline_anchors(cells: pd.DataFrame, timelines: Mapping[tuple[Any, ...], Any]) -> dict:
+    """Cell -> the id of its timeline block (unique, readable)."""
+    anchors: dict[tuple[Any, ...], str] = {}
+    used: set[str] = set()
+    for rec in records(cells):
+        key = _cell_id(rec)
+        if key not in timelines:
+            continue
+        base = "tl-" + _slug(" ".join(_known_str(v) for v in key))
+        anchor, n = base, 2
+        while anchor in used:
+            anchor, n = f"{base}-{n}", n + 1
+        used.add(anchor)
+        anchors[key] = anchor
+    return anchors
+
+
 # ----------------------------------------------------------------------------- selections
 
 
@@ -160,7 +214,9 @@ def _rows_of(cells: pd.DataFrame, relay: str | None) -> pd.DataFrame:
     return cells[(cells["relay_impl"] == relay).fillna(False).to_numpy(dtype=bool)]
 
 
-def _group_title(key: Mapping[str, Any]) -> str:
+def _group_title(key: Mapping[str, Any], show_pair: bool = False) -> str:
+    """A heatmap's title: the implementation pair (when the table has several, or one that is
+    not aioice x aioice), scenario, topology, TURN, ICE policy, firewalls."""
     transports = key["turn_transports"]
     turn = (
         "STUN only"
@@ -170,6 +226,8 @@ def _group_title(key: Mapping[str, Any]) -> str:
         else "TURN NA"
     )
     parts = [_known_str(key["scenario"]), _known_str(key["topology"]), turn]
+    if show_pair:
+        parts.insert(0, pair_label(key["agent_a_impl"], key["agent_b_impl"]))
     parts.append(f"ICE {_known_str(key['ice_policy'])}")
     if key["firewall_a"] != "open" or key["firewall_b"] != "open":
         parts.append(f"firewalls {_known_str(key['firewall_a'])}/{_known_str(key['firewall_b'])}")
@@ -186,7 +244,9 @@ def _header(frame: pd.DataFrame, title: str, t: Mapping[str, Any]) -> str:
         f" · {html.escape(min(started))} \u2013 {html.escape(max(started))}" if len(started) else ""
     )
     problems = t["mismatched_cells"] + t["lab_error_cells"] + t["flaky_cells"]
-    if not t["trials"]:
+    if not t["trials"] and t["skipped"]:
+        verdict = '<div class="verdict none">every cell skipped</div>'
+    elif not t["trials"]:
         verdict = '<div class="verdict none">no results</div>'
     elif problems:
         verdict = f'<div class="verdict bad">{plural(problems, "cell")} need attention</div>'
@@ -239,6 +299,18 @@ def _cards(t: Mapping[str, Any]) -> str:
                     f"trials; {plural(t['lab_error_cells'], 'cell')} without a result",
                     "warn" if t["lab_errors"] else "",
                 ),
+                *(
+                    [
+                        card(
+                            "Skipped",
+                            str(t["skipped_cells"]),
+                            "cells not run here (implementation not installed); not counted",
+                            "muted",
+                        )
+                    ]
+                    if t["skipped"]
+                    else []
+                ),
             ]
         )
         + "</div>"
@@ -249,7 +321,21 @@ def _nav(items: Sequence[tuple[str, str]]) -> str:
     return "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in items) + "</nav>"
 
 
-def _attention(cells: pd.DataFrame, max_listed: int) -> str:
+@dataclass(frozen=True)
+class _View:
+    """What the whole table decides about how its parts are drawn."""
+
+    show_pair: bool = False  # name implementation pairs (several, or not aioice x aioice)
+    timelines: Mapping[tuple[Any, ...], str] = field(default_factory=dict)  # cell -> anchor
+    skipped: bool = False  # some cells did not run here
+
+
+def _timeline_link(view: _View, row: Mapping[str, Any], text: str = "timeline") -> str:
+    anchor = view.timelines.get(_cell_id(row))
+    return f' <a class="tl-link" href="#{anchor}">{text}</a>' if anchor else ""
+
+
+def _attention(cells: pd.DataFrame, max_listed: int, view: _View = _View()) -> str:
     bad = problems_first(cells[cells["status"].isin(["mismatch", "lab-error", "flaky"])])
     if not len(bad):
         body = '<p class="empty">Every cell reached its expected outcome in every trial.</p>'
@@ -264,7 +350,7 @@ def _attention(cells: pd.DataFrame, max_listed: int) -> str:
                     badge(row["status"]),
                     esc(row["relay_impl"]),
                     esc(row["scenario"]),
-                    html.escape(cell_label(row)),
+                    html.escape(cell_label(row)) + _timeline_link(view, row),
                     chip(row["expected"]),
                     chip(row["observed"]),
                     f"{row['as_expected']}/{row['trials']}",
@@ -305,7 +391,7 @@ def _attention(cells: pd.DataFrame, max_listed: int) -> str:
     )
 
 
-def _legend() -> str:
+def _legend(view: _View = _View()) -> str:
     items = [f'<span><span class="sw {outcome_class(o)}"></span>{o}</span>' for o in OUTCOMES]
     items.append('<span><span class="sw o-na"></span>no result (NA)</span>')
     items.append(
@@ -320,18 +406,39 @@ def _legend() -> str:
         '<span><span class="sw" style="background:#f9fafb;border:1px dashed #d1d5db"></span>'
         "not run</span>"
     )
+    if view.skipped:
+        items.append(
+            '<span><span class="sw skipped-sw"></span>skipped (implementation not installed '
+            "here; not counted)</span>"
+        )
+    if view.timelines:
+        items.append('<span><span class="tl-link">outcome underlined</span>: has a timeline</span>')
     return '<div class="legend">' + "".join(items) + "</div>"
 
 
-def _tile(cell: Mapping[str, Any] | None) -> str:
+def _tile(cell: Mapping[str, Any] | None, view: _View = _View()) -> str:
     if cell is None:
         return '<td class="tile nodata">not run</td>'
     status = cell["status"]
+    if status == "skipped":
+        tip = (
+            f"{_known_str(cell['nat_a'])} \u00d7 {_known_str(cell['nat_b'])}: not run here, "
+            f"{plural(int(cell['skipped']), 'row')} skipped — {truncate(cell['error'], 200)}"
+        )
+        return (
+            f'<td class="tile skipped" data-status="skipped" '
+            f'data-nat-a="{attr(cell["nat_a"])}" data-nat-b="{attr(cell["nat_b"])}" '
+            f'title="{html.escape(tip, quote=True)}"><div class="obs">skipped</div>'
+            f'<div class="exp">exp {esc(cell["expected"])}</div></td>'
+        )
     observed = cell["observed"]
     classes = ["tile", outcome_class(observed)]
     if status in ("mismatch", "flaky", "lab-error"):
         classes.append(status)
     obs_text = "no result" if is_na(observed) else html.escape(observed)
+    anchor = view.timelines.get(_cell_id(cell))
+    if anchor:
+        obs_text = f'<a class="tl-link" href="#{anchor}">{obs_text}</a>'
     expected = "NA" if is_na(cell["expected"]) else html.escape(cell["expected"])
     parts = [f'<div class="obs">{obs_text}</div>', f'<div class="exp">exp {expected}</div>']
     if cell["trials"] > 1 or status == "flaky":
@@ -345,6 +452,8 @@ def _tile(cell: Mapping[str, Any] | None) -> str:
         f"{_known_str(observed)} ({cell['outcomes']}), expected {_known_str(cell['expected'])}, "
         f"{STATUS_TEXT.get(status, status)}"
     )
+    if cell["skipped"]:
+        tip += f"; {plural(int(cell['skipped']), 'trial')} skipped"
     if not is_na(cell["error"]):
         tip += f" — {truncate(cell['error'], 200)}"
     return (
@@ -354,7 +463,9 @@ def _tile(cell: Mapping[str, Any] | None) -> str:
     )
 
 
-def _heatmap(cells: pd.DataFrame, relay: str | None, group: Mapping[str, Any]) -> str:
+def _heatmap(
+    cells: pd.DataFrame, relay: str | None, group: Mapping[str, Any], view: _View = _View()
+) -> str:
     nats_a = sorted({None if is_na(v) else v for v in cells["nat_a"]}, key=nat_sort_key)
     nats_b = sorted({None if is_na(v) else v for v in cells["nat_b"]}, key=nat_sort_key)
     lookup = {
@@ -366,51 +477,106 @@ def _heatmap(cells: pd.DataFrame, relay: str | None, group: Mapping[str, Any]) -
     )
     body = []
     for a in nats_a:
-        tiles = "".join(_tile(lookup.get((a, b))) for b in nats_b)
+        tiles = "".join(_tile(lookup.get((a, b)), view) for b in nats_b)
         body.append(f'<tr><th class="row">{esc(a)}</th>{tiles}</tr>')
+    agents = (
+        f'data-agent-a="{attr(group["agent_a_impl"])}" '
+        f'data-agent-b="{attr(group["agent_b_impl"])}" '
+        if view.show_pair
+        else ""
+    )
     return (
         f'<table class="heatmap" data-relay="{attr(relay)}" '
-        f'data-scenario="{attr(group["scenario"])}" '
+        f'data-scenario="{attr(group["scenario"])}" {agents}'
         f'data-turn="{attr(group["turn_transports"])}">'
         f"<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
 
 
-def _matrices(cells: pd.DataFrame, relays: Sequence[str | None]) -> str:
-    parts = [_legend()]
+def _matrix_blocks(grid: pd.DataFrame, relay: str | None, view: _View) -> str:
+    blocks = []
+    for key, group in grid.groupby(list(GROUP_KEY), dropna=False, sort=False):
+        keyed = {k: (None if is_na(v) else v) for k, v in zip(GROUP_KEY, key, strict=True)}
+        status = group["status"]
+        stats = (
+            f"{plural(len(group), 'cell')} · {int((status == 'ok').sum())} as expected · "
+            f"{plural(int((status == 'mismatch').sum()), 'mismatch', 'mismatches')}"
+        )
+        if (status == "flaky").any():
+            stats += f" · {int((status == 'flaky').sum())} flaky"
+        if (status == "lab-error").any():
+            stats += f" · {plural(int((status == 'lab-error').sum()), 'lab error')}"
+        if (status == "skipped").any():
+            stats += f" · {int((status == 'skipped').sum())} skipped"
+        blocks.append(
+            f'<div class="matrix"><h4>{_group_title(keyed, view.show_pair)}</h4>'
+            f'<p class="stats">{stats}</p>'
+            f"{_heatmap(group, relay, keyed, view)}</div>"
+        )
+    return '<div class="matrices">' + "".join(blocks) + "</div>"
+
+
+def _versions(values: Iterable[Any]) -> str:
+    return ", ".join(sorted({str(v) for v in values if not is_na(v)}))
+
+
+def _pair_matrices(mine: pd.DataFrame, relay: str | None, view: _View) -> str:
+    """One relay's matrices, one block per implementation pair, each with its anchor."""
+    parts = []
+    for impl_a, impl_b in agent_pairs(mine):
+        same = (mine["agent_a_impl"].astype("object").where(mine["agent_a_impl"].notna(), None)
+                == impl_a) & (
+            mine["agent_b_impl"].astype("object").where(mine["agent_b_impl"].notna(), None)
+            == impl_b
+        )  # fmt: skip
+        pair = mine[same.to_numpy(dtype=bool)]
+        versions = [
+            v for v in (_versions(pair["agent_a_version"]), _versions(pair["agent_b_version"])) if v
+        ]
+        ver = f'<span class="ver">{html.escape(" / ".join(versions))}</span>' if versions else ""
+        parts.append(
+            f'<div class="pair" id="{pair_anchor(relay, impl_a, impl_b)}">'
+            f'<h4 class="pair-title">{html.escape(pair_label(impl_a, impl_b))}{ver}</h4>'
+        )
+        grid = pair[~_ladder_cells(pair)]
+        skipped = pair[(pair["status"] == "skipped").to_numpy(dtype=bool)]
+        if len(skipped) == len(pair):
+            reason = truncate(skipped["error"].iloc[0], 200)
+            parts.append(
+                f'<p class="empty">All {plural(len(pair), "cell")} skipped: '
+                f"{html.escape(reason)}</p></div>"
+            )
+            continue
+        if not len(grid):
+            parts.append(
+                '<p class="empty">No open-firewall matrix rows (see the fallback ladder).</p></div>'
+            )
+            continue
+        parts.append(_matrix_blocks(grid, relay, view) + "</div>")
+    return "".join(parts)
+
+
+def _matrices(cells: pd.DataFrame, relays: Sequence[str | None], view: _View = _View()) -> str:
+    parts = [_legend(view)]
     for relay in relays:
         name = "unknown relay (NA)" if relay is None else relay
         mine = _rows_of(cells, relay)
         versions = sorted({str(v) for v in mine["relay_version"].dropna()})
         ver = f'<span class="ver">{html.escape(", ".join(versions))}</span>' if versions else ""
         parts.append(f'<h3 id="relay-{_slug(name)}">{html.escape(name)}{ver}</h3>')
-        grid = mine[~_ladder_cells(mine)]
         if not len(mine):
             parts.append('<p class="empty">No result rows for this relay.</p>')
             continue
+        if view.show_pair:
+            parts.append(_pair_matrices(mine, relay, view))
+            continue
+        grid = mine[~_ladder_cells(mine)]
         if not len(grid):
             parts.append(
                 '<p class="empty">No open-firewall matrix rows (see the fallback ladder).</p>'
             )
             continue
-        blocks = []
-        for key, group in grid.groupby(list(GROUP_KEY), dropna=False, sort=False):
-            keyed = {k: (None if is_na(v) else v) for k, v in zip(GROUP_KEY, key, strict=True)}
-            status = group["status"]
-            stats = (
-                f"{plural(len(group), 'cell')} · {int((status == 'ok').sum())} as expected · "
-                f"{plural(int((status == 'mismatch').sum()), 'mismatch', 'mismatches')}"
-            )
-            if (status == "flaky").any():
-                stats += f" · {int((status == 'flaky').sum())} flaky"
-            if (status == "lab-error").any():
-                stats += f" · {plural(int((status == 'lab-error').sum()), 'lab error')}"
-            blocks.append(
-                f'<div class="matrix"><h4>{_group_title(keyed)}</h4>'
-                f'<p class="stats">{stats}</p>'
-                f"{_heatmap(group, relay, keyed)}</div>"
-            )
-        parts.append('<div class="matrices">' + "".join(blocks) + "</div>")
+        parts.append(_matrix_blocks(grid, relay, view))
     if not relays:
         parts.append('<p class="empty">No results.</p>')
     lead = (
@@ -418,7 +584,115 @@ def _matrices(cells: pd.DataFrame, relays: Sequence[str | None]) -> str:
         "is the observed outcome (most frequent over trials); the expected outcome from "
         "DESIGN.md is in small text. Red border and ≠: mismatch."
     )
+    if view.show_pair:
+        lead += " One set of matrices per ICE implementation pair (side A \u00d7 side B)."
     return section_html("matrix", "Outcome matrices", lead, "".join(parts))
+
+
+def _share_style(share: float) -> str:
+    """A background from red (none as expected) through amber to green (all)."""
+    hue = round(8 + 132 * share)
+    return f"background:hsl({hue} 62% 86%);color:hsl({hue} 70% 22%)"
+
+
+def _cross_cell(row: Mapping[str, Any] | None, relay: str | None) -> str:
+    if row is None:
+        return '<td class="xcell nodata">not run</td>'
+    run, ok, skipped = int(row["run"]), int(row["as_expected"]), int(row["skipped"])
+    href = pair_anchor(relay, row["agent_a_impl"], row["agent_b_impl"])
+    pair = pair_label(row["agent_a_impl"], row["agent_b_impl"])
+    notes = [
+        f"{int(row[c])} {word}"
+        for c, word in (
+            ("mismatch", "mismatch"),
+            ("flaky", "flaky"),
+            ("lab_error", "lab error"),
+            ("unjudged", "unjudged"),
+        )
+        if int(row[c])
+    ]
+    if skipped:
+        notes.append(f"{skipped} skipped")
+    note = f'<div class="x-note">{html.escape(" · ".join(notes))}</div>' if notes else ""
+    tip = (
+        f"{pair}: {ok} of {run} cells that ran as expected "
+        f"({row['trials_as_expected']} of {row['trials']} trials)"
+        + (f"; {skipped} cells skipped (not run here)" if skipped else "")
+    )
+    if run:
+        style = f' style="{_share_style(ok / run)}"'
+        value = f"{ok}/{run}"
+        cls = "xcell"
+    else:
+        style, value, cls = "", "skipped", "xcell skipped"
+    return (
+        f'<td class="{cls}"{style} data-pair="{attr(pair)}" data-run="{run}" data-ok="{ok}" '
+        f'data-skipped="{skipped}" title="{html.escape(tip, quote=True)}">'
+        f'<a href="#{href}"><div class="x-value">{value}</div>{note}</a></td>'
+    )
+
+
+def _behaviour_line(item: Mapping[str, Any], view: _View) -> str:
+    cell, base = item["cell"], item["baseline"]
+    where = " · ".join(_known_str(cell[k]) for k in ("relay_impl", "scenario"))
+    side = f"side {item['side']}"
+    return (
+        f"<li><b>{html.escape(item['impl'])} behaviour</b> ({html.escape(side)}): "
+        f"{html.escape(cell_label(cell))} ({html.escape(where)}) expected "
+        f"{chip(cell['expected'])}, observed {chip(cell['observed'])} "
+        f"({cell['mismatched']}/{cell['trials']} trials); aioice \u00d7 aioice as expected "
+        f"({base['as_expected']}/{base['trials']}).{_timeline_link(view, cell)}</li>"
+    )
+
+
+def _cross_impl(cells: pd.DataFrame, relays: Sequence[str | None], view: _View) -> str:
+    """Side A's implementation x side B's, per relay: cells as expected / cells run."""
+    table = impl_matrix(cells)
+    blocks = []
+    for relay in relays:
+        mine = records(_rows_of(table, relay))
+        if not mine:
+            continue
+        rows_a = sorted({r["agent_a_impl"] for r in mine}, key=impl_sort_key)
+        cols_b = sorted({r["agent_b_impl"] for r in mine}, key=impl_sort_key)
+        lookup = {(r["agent_a_impl"], r["agent_b_impl"]): r for r in mine}
+        head = '<th class="corner">A ↓ · B →</th>' + "".join(
+            f'<th class="col">{esc(b)}</th>' for b in cols_b
+        )
+        body = "".join(
+            f'<tr><th class="row">{esc(a)}</th>'
+            + "".join(_cross_cell(lookup.get((a, b)), relay) for b in cols_b)
+            + "</tr>"
+            for a in rows_a
+        )
+        name = "unknown relay (NA)" if relay is None else relay
+        blocks.append(
+            f'<div class="matrix"><h4>{html.escape(name)}</h4>'
+            f'<table class="cross" data-relay="{attr(relay)}"><thead><tr>{head}</tr></thead>'
+            f"<tbody>{body}</tbody></table></div>"
+        )
+    found = impl_behaviours(cells)
+    if found:
+        items = "".join(_behaviour_line(item, view) for item in found)
+        notes = (
+            "<h4>Implementation behaviour</h4><p class='lead'>Cells where every trial with "
+            "this implementation differs from DESIGN.md's expected outcome while the same cell "
+            "with aioice on both sides is as expected: the implementation's own behaviour, not "
+            f"a lab failure.</p><ul class='behaviours'>{items}</ul>"
+        )
+    else:
+        notes = (
+            '<p class="empty">No implementation behaves differently from the expected outcome '
+            "where aioice \u00d7 aioice is as expected.</p>"
+        )
+    lead = (
+        "Rows: the ICE implementation on side A; columns: side B. Each cell: the cells (NAT "
+        "pairs, scenarios) as expected / the cells that ran, coloured by that share; skipped "
+        "cells (implementation not installed here) are not counted. Click for the pair's "
+        "outcome matrices."
+    )
+    body = '<div class="matrices">' + "".join(blocks) + "</div>" + notes
+    return section_html("impls", "Implementations", lead, body)
 
 
 def _ladder_cells(cells: pd.DataFrame) -> pd.Series:
