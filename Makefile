@@ -42,7 +42,7 @@ bench: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy relay
+	$(VENV)/bin/mypy --strict relay lab reports bench scenarios
 
 clean:
 	@[ -x $(PY) ] && $(PY) -m lab.cleanup || /usr/bin/python3 -m lab.cleanup

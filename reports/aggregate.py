@@ -187,7 +187,8 @@ def _status(trials: int, expected: Any, observed: Any, as_expected: int, lab_err
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """The rows as plain dicts, NA as ``None`` (fast to aggregate in Python)."""
     plain = frame.astype("object")
-    return plain.where(frame.notna(), None).to_dict("records")
+    found: list[dict[str, Any]] = plain.where(frame.notna(), None).to_dict("records")
+    return found
 
 
 def _median(values: list[Any]) -> float | None:
@@ -321,8 +322,8 @@ def cell_label(row: Any) -> str:
 def truncate(text: Any, width: int) -> str:
     if is_na(text):
         return ""
-    text = " ".join(str(text).split())
-    return text if len(text) <= width else text[: width - 1].rstrip() + "…"
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= width else flat[: width - 1].rstrip() + "…"
 
 
 def totals(frame: pd.DataFrame, cells: pd.DataFrame | None = None) -> dict[str, Any]:

@@ -170,7 +170,9 @@ def pair_anchor(relay: Any, impl_a: Any, impl_b: Any) -> str:
     return "pair-" + _slug(f"{_known_str(relay)} {_known_str(impl_a)} {_known_str(impl_b)}")
 
 
-def _timeline_anchors(cells: pd.DataFrame, timelines: Mapping[tuple[Any, ...], Any]) -> dict:
+def _timeline_anchors(
+    cells: pd.DataFrame, timelines: Mapping[tuple[Any, ...], Any]
+) -> dict[tuple[Any, ...], str]:
     """Cell -> the id of its timeline block (unique, readable)."""
     anchors: dict[tuple[Any, ...], str] = {}
     used: set[str] = set()
@@ -807,8 +809,8 @@ def _success(frame: pd.DataFrame, cells: pd.DataFrame) -> str:
     rows = [
         row_html(
             [
-                html.escape(p["relay"]),
-                html.escape(p["scenario"]),
+                html.escape(str(p["relay"])),
+                html.escape(str(p["scenario"])),
                 str(p["cells"]),
                 f"{p['connected']}/{p['trials']}",
                 pct(p["rate"]),
@@ -952,7 +954,7 @@ def _nat_classification(frame: pd.DataFrame) -> str:
         "Each NAT is probed (RFC 5780 behaviour discovery) before a cell runs; a NAT that does "
         "not behave as declared makes the cell a lab error. Counts over both sides of every trial."
     )
-    counts: dict[tuple[Any, Any, Any], int] = {}
+    counts: dict[tuple[Any, ...], int] = {}
     for side in ("a", "b"):
         columns = (f"nat_{side}", f"nat_{side}_declared", f"nat_{side}_observed")
         for values in zip(*(frame[c] for c in columns), strict=True):
