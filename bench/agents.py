@@ -21,7 +21,9 @@ from lab.run import CellSpec, run_cell
 from lab.session import lab_unavailable_reason
 
 CELL_TARGET_S = {"chromium": 4.0}
-_RSS = re.compile(r"peak_rss_mib=([0-9.]+)")
+# the timeline's last event: the driver's own peak RSS, and a browser's peak PSS (all its
+# processes); a side's figure is their sum
+_MEMORY = re.compile(r"(?:peak_rss_mib|browser_peak_pss_mib)=([0-9.]+)")
 
 
 def _median(values: list[float]) -> float | None:
@@ -73,7 +75,11 @@ def run_agent_benchmarks(repeat: int = 3) -> pd.DataFrame | None:
                     connects.append(row.time_to_connect_s)
                 timeline = json.loads(row.timeline or "[]")
                 startups += _startup_s(timeline)
-                rss += [float(m.group(1)) for *_, d in timeline if d and (m := _RSS.search(d))]
+                rss += [
+                    sum(float(v) for v in _MEMORY.findall(d))
+                    for *_, event, d in timeline
+                    if event in ("done", "failed") and d and _MEMORY.search(d)
+                ]
         wall = _median(walls)
         target = CELL_TARGET_S.get(impl.name)
         rows.append(

@@ -36,6 +36,8 @@ ERRORS = (
     "peer-left",
     "terminated",
     "internal-error",
+    "browser-failed",  # a browser agent's browser would not start, crashed or hung
+    "not-installed",  # the implementation cannot run here (its log says what is missing)
 )
 
 # libwebrtc's type preferences for relay candidates (p2p/base/port.h, ICE_TYPE_PREFERENCE_RELAY_*):

@@ -326,10 +326,10 @@ import sys, time
 import lab.agents.aioice.agent as agent
 import lab.agents.aioice.process as process
 
-async def hang(self):
+async def hang(self, offer):
     time.sleep(60)  # blocks the event loop: only the watchdog thread can end the process
 
-agent.Agent._gather = hang
+agent.Agent.describe = hang
 sys.exit(process.main(sys.argv[1:]))
 """
 

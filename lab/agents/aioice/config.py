@@ -13,7 +13,6 @@ from relay.turn.auth import rest_password
 TURN_CREDENTIAL_TTL_S = 3600
 GATHER_TIMEOUT_S = 5.0
 NOMINATION_WAIT_S = 2.0  # longest wait for a better pair once one pair has succeeded
-HARD_MARGIN_S = 0.6  # the watchdog fires this long before --timeout (interpreter start-up)
 MAX_GATHER_TIMEOUT_S = 60.0
 
 
@@ -66,11 +65,6 @@ class AgentConfig:
     nomination_wait: float = NOMINATION_WAIT_S
     ipv6: bool = False
     verbose: bool = False
-
-    @property
-    def soft_margin(self) -> float:
-        """Time kept after the soft deadline to say bye and close TURN allocations."""
-        return min(3.0, max(1.0, 0.15 * self.inputs.timeout))
 
     def turn_endpoints(self, now: float) -> list[TurnEndpoint]:
         """The offered TURN servers with REST credentials made at ``now`` (Unix time)."""

@@ -1,6 +1,7 @@
 """chromium: Chromium (libwebrtc) as a lab ICE agent, behind the agent contract.
 
-The agent is a Python driver (``lab.agents.browser.call``) that runs headless Chromium on a
+The agent is a Python driver (``lab.agents.browser.call``, run by ``lab.agents.browser.main``)
+that runs headless Chromium on a
 page of its own and speaks the lab's signaling for it; see ``browser.py`` for the browser's
 command line. Chromium's behaviour, as measured here: it gathers only on non-loopback
 interfaces, checks the TURN TLS certificate against its NSS database, gives relay candidates

@@ -2,7 +2,7 @@
 
 import sys
 
-from lab.agents.browser.call import main
+from lab.agents.browser.main import main
 from lab.agents.chromium.browser import CHROMIUM
 
 sys.exit(main(sys.argv[1:], CHROMIUM))

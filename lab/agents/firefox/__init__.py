@@ -1,6 +1,7 @@
 """firefox: Firefox ESR (nICEr) as a lab ICE agent, behind the agent contract.
 
-The agent is a Python driver (``lab.agents.browser.call``) that runs headless Firefox ESR on
+The agent is a Python driver (``lab.agents.browser.call``, run by ``lab.agents.browser.main``)
+that runs headless Firefox ESR on
 a page of its own (no geckodriver in Debian: the page reports to the driver over a local HTTP
 bridge) and speaks the lab's signaling for it; see ``browser.py`` for the profile. Firefox's
 behaviour, as measured here: it needs a default route to find its addresses and a host name
