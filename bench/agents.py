@@ -30,10 +30,19 @@ def _median(values: list[float]) -> float | None:
     return round(statistics.median(values), 3) if values else None
 
 
+_BROWSER_STARTUP = re.compile(r"browser_startup_s=([0-9.]+)")
+
+
 def _startup_s(timeline: list[list[Any]]) -> list[float]:
-    """Each side's seconds from its start event to its joined event."""
+    """Each side's start-up: a browser's own (until its page loaded, from its last event),
+    else the seconds from the agent's start event to its joined event."""
     found = []
     for side in ("a", "b"):
+        last = [d for _, s, e, d in timeline if s == side and e in ("done", "failed") and d]
+        browser = [float(m.group(1)) for d in last if (m := _BROWSER_STARTUP.search(d))]
+        if browser:
+            found += browser
+            continue
         start = next((t for t, s, e, _ in timeline if s == side and e == "start"), None)
         joined = next((t for t, s, e, _ in timeline if s == side and e == "joined"), None)
         if start is not None and joined is not None:

@@ -31,6 +31,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO
 
+from relay.turn.auth import rest_password
+
 # Bounds every implementation applies to its inputs.
 MIN_TIMEOUT_S = 2.0
 MAX_EXCHANGE = 1000
@@ -40,6 +42,14 @@ DEFAULT_EXCHANGE = 10
 TURN_TRANSPORTS = ("udp", "tcp", "tls")
 DEFAULT_PORTS = {"signaling": 443, "stun": 3478, "udp": 3478, "tcp": 3478, "tls": 443}
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+TURN_CREDENTIAL_TTL_S = 3600
+
+
+def rest_credentials(secret: str, peer: str, now: float) -> tuple[str, str]:
+    """The TURN REST recipe (seed 003) every agent uses with ``--turn-secret``: username
+    "<expiry>:<peer>", password base64(HMAC-SHA1(secret, username))."""
+    username = f"{int(now) + TURN_CREDENTIAL_TTL_S}:{peer}"
+    return username, rest_password(secret, username)
 
 
 class DataPlane(StrEnum):

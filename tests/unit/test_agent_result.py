@@ -21,8 +21,8 @@ from lab.agents.agent_result import (
     relay_candidate_priority,
     throughput_mbps,
 )
-from lab.agents.aioice.config import build_parser, config_from_args, turn_rest_credentials
-from lab.agents.contract import HostPort
+from lab.agents.aioice.config import build_parser, config_from_args
+from lab.agents.contract import HostPort, rest_credentials
 from lab.agents.signaling import decode, encode, parse_hostport
 from lab.certs import lab_certs
 
@@ -149,7 +149,7 @@ def test_agent_result_set_pair_and_first_error_wins() -> None:
 
 
 def test_agent_turn_rest_credentials_follow_seed_003() -> None:
-    username, password = turn_rest_credentials("s3cret", "a", now=1_700_000_000.7)
+    username, password = rest_credentials("s3cret", "a", now=1_700_000_000.7)
     assert username == "1700003600:a"
     digest = hmac.new(b"s3cret", username.encode(), hashlib.sha1).digest()
     assert password == base64.b64encode(digest).decode()

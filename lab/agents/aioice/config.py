@@ -7,10 +7,14 @@ import argparse
 import ssl
 from dataclasses import dataclass
 
-from lab.agents.contract import AgentInputs, HostPort, add_arguments, inputs_from_args
-from relay.turn.auth import rest_password
+from lab.agents.contract import (
+    AgentInputs,
+    HostPort,
+    add_arguments,
+    inputs_from_args,
+    rest_credentials,
+)
 
-TURN_CREDENTIAL_TTL_S = 3600
 GATHER_TIMEOUT_S = 5.0
 NOMINATION_WAIT_S = 2.0  # longest wait for a better pair once one pair has succeeded
 MAX_GATHER_TIMEOUT_S = 60.0
@@ -33,12 +37,6 @@ class TurnEndpoint:
 
     def __str__(self) -> str:
         return f"turn-{self.protocol} {HostPort(*self.addr)}"
-
-
-def turn_rest_credentials(secret: str, peer: str, now: float) -> tuple[str, str]:
-    """The TURN REST recipe (seed 003): username "<expiry>:<peer>", HMAC-SHA1 password."""
-    username = f"{int(now) + TURN_CREDENTIAL_TTL_S}:{peer}"
-    return username, rest_password(secret, username)
 
 
 def tls_context(cafile: str | None) -> ssl.SSLContext:
@@ -72,7 +70,7 @@ class AgentConfig:
         if not inp.turn:
             return []
         assert inp.turn_secret is not None  # AgentInputs checks it
-        username, password = turn_rest_credentials(inp.turn_secret, inp.peer, now)
+        username, password = rest_credentials(inp.turn_secret, inp.peer, now)
         return [
             TurnEndpoint(
                 server.transport,

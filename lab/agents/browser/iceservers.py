@@ -14,16 +14,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from lab.agents.contract import AgentInputs, HostPort, TurnServer
-from relay.turn.auth import rest_password
+from lab.agents.contract import AgentInputs, HostPort, TurnServer, rest_credentials
 
-TURN_CREDENTIAL_TTL_S = 3600
-
-
-def rest_credentials(secret: str, peer: str, now: float) -> tuple[str, str]:
-    """The TURN REST recipe (seed 003): username "<expiry>:<peer>", HMAC-SHA1 password."""
-    username = f"{int(now) + TURN_CREDENTIAL_TTL_S}:{peer}"
-    return username, rest_password(secret, username)
+__all__ = ["IceServer", "ice_servers", "rest_credentials", "servers_for", "turn_url"]
 
 
 def turn_url(server: TurnServer) -> str:
