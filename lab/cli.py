@@ -433,8 +433,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# subcommands whose words all go to a parser of their own -> the attribute that holds them
+PASSTHROUGH = {"relay": "relay_args", "gather": "gather_args"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] and words[0] in PASSTHROUGH:
+        # argparse.REMAINDER takes nothing when the first word left is an option
+        # ("unrecognized arguments: -c"): the subcommand's own parser reads them all
+        args = build_parser().parse_args(words[:1])
+        setattr(args, PASSTHROUGH[words[0]], words[1:])
+    else:
+        args = build_parser().parse_args(words)
     started = time.monotonic()
     try:
         result: int = args.func(args)

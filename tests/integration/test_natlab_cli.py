@@ -36,6 +36,14 @@ def test_natlab_unknown_firewall_lists_the_valid_ones() -> None:
     assert "unknown firewall policy paranoid" in result.stderr and "udp-blocked" in result.stderr
 
 
+def test_natlab_relay_passes_its_flags_to_the_relay(tmp_path: Path) -> None:
+    conf = tmp_path / "turnserver.conf"
+    conf.write_text("listening-port=3478\nmin-port=banana\n")
+    result = natlab("relay", "-c", str(conf))  # "-c" first: argparse's REMAINDER dropped it
+    assert result.returncode == 1, result.stderr
+    assert f"{conf}:2: min-port" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_natlab_bad_cell_spec_is_one_line() -> None:
     result = natlab("run", "nat_a=nope")
     assert result.returncode == 2

@@ -89,8 +89,17 @@ def resolve_names(hosts: Iterable[str]) -> dict[str, str | None]:
 
 def host_resolver_rules(names: Mapping[str, str | None], literals: Iterable[str]) -> str:
     """Chromium's ``--host-resolver-rules``: lab names to their addresses, IP literals and
-    loopback untouched, every other name unresolvable (so the browser looks nothing up)."""
-    rules = [f"MAP {name} {address}" for name, address in names.items() if address]
+    loopback untouched, every other name unresolvable (so the browser looks nothing up).
+
+    Each name is mapped as written and rooted (``turn.lab.test.``): Chromium looks up the
+    host of a STUN URL and of a TURN URL over UDP with the trailing dot (its log: "Failed to
+    resolve address for turn.lab.test."), which ``MAP turn.lab.test`` does not match, so
+    ``MAP * ~NOTFOUND`` failed it with 701; TCP and TLS use the name as written."""
+    rules = []
+    for name, address in names.items():
+        if address:
+            bare = name.rstrip(".")
+            rules += [f"MAP {bare} {address}", f"MAP {bare}. {address}"]
     rules.append("MAP * ~NOTFOUND")
     excluded = dict.fromkeys(["127.0.0.1", "localhost", *literals])
     rules += [f"EXCLUDE {host}" for host in excluded]

@@ -238,6 +238,51 @@ const ops = {
     }
   },
 
+  // natlab gather (lab/agents/browser/gather.py): a peer connection of its own per call, so
+  // every candidate and error it reports belongs to the ICE servers of this call. Candidates
+  // and errors are kept as they trickle in, each with its time since the call began (the
+  // samples' Trickle ICE page shows the same); getStats adds each candidate's relayProtocol.
+  async gather({ iceServers, policy, timeoutMs }) {
+    const started = performance.now();
+    const since = () => Math.round((performance.now() - started) * 10) / 10;
+    const probe = new RTCPeerConnection({ iceServers, iceTransportPolicy: policy });
+    const candidates = [];
+    const errors = [];
+    probe.onicecandidate = (e) => {
+      if (!e.candidate || !e.candidate.candidate) return;
+      candidates.push({
+        candidate: e.candidate.candidate,
+        ms: since(),
+        relayProtocol: e.candidate.relayProtocol ?? null,
+        url: e.candidate.url ?? e.url ?? null,
+      });
+    };
+    probe.onicecandidateerror = (e) =>
+      errors.push({
+        code: e.errorCode ?? null,
+        text: e.errorText ?? "",
+        url: e.url ?? null,
+        address: e.address ?? null,
+        port: e.port ?? null,
+        ms: since(),
+      });
+    probe.createDataChannel("natlab-gather");
+    try {
+      await probe.setLocalDescription(await probe.createOffer());
+      const deadline = started + timeoutMs;
+      while (probe.iceGatheringState !== "complete" && performance.now() < deadline) await sleep(10);
+      const complete = probe.iceGatheringState === "complete";
+      const gatherMs = since();
+      const stats = [];
+      (await probe.getStats()).forEach((r) => {
+        if (r.type === "local-candidate") stats.push(candidateStats(r));
+      });
+      return { candidates, errors, stats, complete, gatherMs, userAgent: navigator.userAgent };
+    } finally {
+      probe.close();
+    }
+  },
+
   async stats() {
     return { state: pc.iceConnectionState, path: await pathStats() };
   },
