@@ -209,35 +209,6 @@ const ops = {
     return { state: "timeout", connectMs: null, path: await pathStats() };
   },
 
-  // natlab gather: one throw-away peer connection per ICE server, as the Trickle ICE page does
-  async gatherOnce({ iceServers, policy, gatherTimeoutMs }) {
-    const probe = new RTCPeerConnection({ iceServers, iceTransportPolicy: policy });
-    const errors = [];
-    probe.onicecandidateerror = (e) =>
-      errors.push({ url: e.url ?? null, code: e.errorCode ?? null, text: e.errorText ?? "" });
-    probe.createDataChannel("natlab-gather");
-    const started = performance.now();
-    try {
-      await probe.setLocalDescription(await probe.createOffer());
-      const deadline = started + gatherTimeoutMs;
-      while (probe.iceGatheringState !== "complete" && performance.now() < deadline) await sleep(10);
-      const reports = await probe.getStats();
-      const stats = [];
-      reports.forEach((r) => {
-        if (r.type === "local-candidate") stats.push(candidateStats(r));
-      });
-      return {
-        sdp: probe.localDescription.sdp,
-        complete: probe.iceGatheringState === "complete",
-        gatherMs: performance.now() - started,
-        candidates: stats,
-        errors,
-      };
-    } finally {
-      probe.close();
-    }
-  },
-
   // natlab gather (lab/agents/browser/gather.py): a peer connection of its own per call, so
   // every candidate and error it reports belongs to the ICE servers of this call. Candidates
   // and errors are kept as they trickle in, each with its time since the call began (the
